@@ -1,0 +1,96 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+Parsing what users write: durations, listen and target addresses.
+"""
+
+import re
+
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    clientFromString,
+    serverFromString,
+)
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
+_SCALE = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+_HOST_PORT = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]]+)):(?P<port>\d+)$")
+
+
+def parseDuration(text):
+    """
+    Seconds from C{"1.5"}, C{"500ms"}, C{"2s"}, C{"1m"} or C{"1h"}.
+
+    @raise ValueError: for anything else, or a negative duration.
+    """
+    match = _DURATION.match(str(text))
+    if match is None:
+        raise ValueError(
+            f"{text!r} is not a duration: use seconds, or a number with ms, s, m or h"
+        )
+    return float(match.group(1)) * _SCALE[match.group(2)]
+
+
+def parseCount(text):
+    """
+    A whole number greater than zero.
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise ValueError(f"{text!r} must be at least 1")
+    return value
+
+
+def listenDescription(text):
+    """
+    The server endpoint string for C{--listen}: a bare port number means
+    TCP on every interface (C{5020} -> C{tcp:5020}).
+    """
+    text = str(text).strip()
+    if text.isdigit():
+        return f"tcp:{text}"
+    return text
+
+
+def listenEndpoint(reactor, text):
+    """
+    The server endpoint for C{--listen}.
+
+    @raise ValueError: if C{text} is not a valid endpoint description.
+    """
+    description = listenDescription(text)
+    try:
+        return serverFromString(reactor, description)
+    except Exception as e:
+        raise ValueError(f"bad listen address {text!r}: {e}") from None
+
+
+def targetEndpoint(reactor, text, timeout):
+    """
+    The client endpoint for C{--target}: C{host:port}, C{[v6addr]:port}, or
+    any Twisted client endpoint string (C{tcp:host=...:port=...},
+    C{unix:path=...}, C{tls:...}).
+
+    C{host:port} resolves the name and tries IPv4 and IPv6 addresses
+    (L{HostnameEndpoint}).
+
+    @raise ValueError: if C{text} is none of these.
+    """
+    text = str(text).strip()
+    match = _HOST_PORT.match(text)
+    if match is not None:
+        host = match.group("v6") or match.group("host")
+        port = int(match.group("port"))
+        if not 0 < port < 65536:
+            raise ValueError(f"bad target {text!r}: port {port} is out of range")
+        return HostnameEndpoint(reactor, host, port, timeout=timeout)
+    try:
+        return clientFromString(reactor, text)
+    except Exception as e:
+        raise ValueError(
+            f"bad target {text!r}: use host:port, [v6addr]:port or a Twisted "
+            f"client endpoint string ({e})"
+        ) from None

@@ -1,0 +1,144 @@
+# -*- test-case-name: tests.test_modbus -*-
+"""
+C{modbus}: Modbus TCP application data units.
+
+Wire, in both directions::
+
+    | transaction id: 2 | protocol id: 2 = 0 | length: 2 | unit id: 1 | PDU |
+                                               `-- unit id + PDU --'
+
+all big-endian. The length counts the unit id and the PDU (function code and
+data), so it lies in 2..254 and an ADU is at most 260 bytes. A protocol id
+other than 0, or a length outside 2..254, can never become a valid ADU: it is
+a framing error, not a reason to wait for more bytes.
+"""
+
+from struct import pack
+
+from twisted.logger import Logger
+
+from tcpmux.errors import TargetUnavailable
+from tcpmux.framing import ApplicationProtocol, MessageReceiver
+
+HEADER_SIZE = 6  # transaction id, protocol id, length; the unit id is counted in length
+MIN_LENGTH = 2  # unit id + function code
+MAX_LENGTH = 254  # unit id + the largest PDU (253 bytes)
+
+# Exception codes a gateway answers with (Modbus application protocol, 7).
+GATEWAY_PATH_UNAVAILABLE = 0x0A
+GATEWAY_TARGET_FAILED_TO_RESPOND = 0x0B
+
+
+class ModbusTCPReceiver(MessageReceiver):
+    """
+    Cuts a byte stream into Modbus TCP ADUs (MBAP header + PDU) and calls
+    L{frameReceived} with each, header included.
+    """
+
+    maxMessageSize = HEADER_SIZE + MAX_LENGTH
+    _buffer = b""
+
+    def dataReceived(self, data):
+        if self._buffer:
+            data = self._buffer + data
+        size = len(data)
+        start = 0
+        # Validate each header field as soon as its bytes are here: a bad
+        # header is refused at once instead of waiting for a body that would
+        # never make it valid.
+        while size - start >= 4:
+            if data[start + 2] or data[start + 3]:
+                self._buffer = b""
+                self.framingError(
+                    "Modbus TCP protocol id is {}, not 0".format(
+                        data[start + 2] << 8 | data[start + 3]
+                    )
+                )
+                return
+            if size - start < HEADER_SIZE:
+                break
+            length = data[start + 4] << 8 | data[start + 5]
+            if not MIN_LENGTH <= length <= MAX_LENGTH:
+                self._buffer = b""
+                self.framingError(
+                    f"Modbus TCP length field is {length}, "
+                    f"not {MIN_LENGTH}..{MAX_LENGTH}"
+                )
+                return
+            end = start + HEADER_SIZE + length
+            if end > size:
+                break
+            # The common case is one whole ADU per read: pass it on uncopied.
+            self.frameReceived(data if start == 0 and end == size else data[start:end])
+            start = end
+            if self.transport is None or self.transport.disconnecting:
+                # The hook closed this connection (or it was closed under
+                # it): deliver nothing more from what is buffered.
+                self._buffer = b""
+                return
+        self._buffer = data[start:] if start else data
+
+    def frameReceived(self, adu):
+        """
+        One whole ADU arrived; by default it is passed to L{messageReceived}.
+        """
+        self.messageReceived(adu)
+
+
+class ModbusResponseReceiver(ModbusTCPReceiver):
+    """
+    Frames a target's responses and passes on only the one whose transaction
+    id answers the request in flight: a late answer to an earlier, timed-out
+    request is dropped instead of reaching the next client.
+    """
+
+    log = Logger()
+    _expected = None
+
+    def expectResponseTo(self, request):
+        self._expected = request[:2]
+
+    def frameReceived(self, adu):
+        if adu[:2] != self._expected:
+            self.log.warn(
+                "Dropped a Modbus response with transaction id {got}: "
+                "waiting for {expected}",
+                got=adu[:2].hex(),
+                expected=self._expected.hex() if self._expected else "none",
+            )
+            return
+        self._expected = None
+        self.messageReceived(adu)
+
+
+def exceptionResponse(request, code):
+    """
+    A Modbus exception response to C{request}: same transaction id and unit
+    id, the function code with its high bit set, then C{code}.
+    """
+    return request[:4] + pack(">HBBB", 3, request[6], request[7] | 0x80, code)
+
+
+def describeADU(adu):
+    """
+    C{tid=0001 unit=1 fc=3} for verbose logs.
+    """
+    return f"tid={adu[:2].hex()} unit={adu[6]} fc={adu[7]}"
+
+
+class Modbus(ApplicationProtocol):
+    name = "modbus"
+    description = "Modbus TCP: MBAP header (transaction id, protocol 0, length) + PDU"
+    requestReceiver = ModbusTCPReceiver
+    responseReceiver = ModbusResponseReceiver
+
+    def errorResponse(self, request, error):
+        if isinstance(error, TargetUnavailable):
+            return exceptionResponse(request, GATEWAY_PATH_UNAVAILABLE)
+        return exceptionResponse(request, GATEWAY_TARGET_FAILED_TO_RESPOND)
+
+    def describe(self, message):
+        return describeADU(message)
+
+
+application = Modbus()

@@ -1,0 +1,44 @@
+# -*- test-case-name: tests.test_service -*-
+"""
+One listener -> target pair as a Twisted service.
+"""
+
+from twisted.application import strports
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import maybeDeferred
+
+
+class MultiplexerService(MultiService):
+    """
+    Listens on C{listen} for clients of C{multiplexer}, and keeps its
+    target connection open while running.
+
+    Stopping is orderly: stop accepting clients, let the round trip in
+    flight finish (or fail after the target timeout), fail what is queued,
+    then close the clients and the target connection.
+    """
+
+    def __init__(self, listen, multiplexer, clock=None):
+        MultiService.__init__(self)
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock = clock
+        self.multiplexer = multiplexer
+        self.listener = strports.service(listen, multiplexer)
+        self.listener.setServiceParent(self)
+
+    def startService(self):
+        # Connect to the target first, so the device's one slot is held
+        # before the first client arrives.
+        self.multiplexer.start()
+        MultiService.startService(self)
+
+    def stopService(self):
+        Service.stopService(self)
+        stopped = maybeDeferred(self.listener.stopService)
+        stopped.addCallback(
+            lambda ignored: self.multiplexer.stop(
+                self.multiplexer.target.timeout, self.clock
+            )
+        )
+        return stopped

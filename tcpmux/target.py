@@ -1,0 +1,355 @@
+# -*- test-case-name: tests.test_target -*-
+"""
+The one connection to the target.
+
+L{TargetClientFactory} keeps a single connection open, reconnecting with
+L{ReconnectingClientFactory}'s back-off, and offers L{roundTrip
+<TargetClientFactory.roundTrip>}: write one request, fire with its whole
+response. It is the seam between the multiplexer's queue and the transport:
+the multiplexer only ever calls C{roundTrip}, C{start} and C{stop}.
+"""
+
+from collections import deque
+
+from twisted.internet import error
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.protocol import ReconnectingClientFactory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from tcpmux.errors import TargetLost, TargetTimeout, TargetUnavailable
+
+
+class EndpointConnector:
+    """
+    The connector interface L{ReconnectingClientFactory} drives
+    (C{connect}, C{stopConnecting}, C{disconnect}), over any client endpoint:
+    TCP, TLS, UNIX, or whatever an endpoint string names.
+
+    @ivar timeout: seconds a connection attempt may take before it fails.
+    """
+
+    def __init__(self, endpoint, factory, timeout, clock):
+        self.endpoint = endpoint
+        self.factory = factory
+        self.timeout = timeout
+        self.clock = clock
+        self._attempt = None
+        self._protocol = None
+
+    def connect(self):
+        self.factory.startedConnecting(self)
+        attempt = self._attempt = self.endpoint.connect(self.factory)
+        attempt.addTimeout(self.timeout, self.clock)
+        attempt.addCallbacks(self._connected, self._failed)
+
+    def _connected(self, protocol):
+        self._attempt = None
+        self._protocol = protocol
+
+    def _failed(self, reason):
+        self._attempt = None
+        self.factory.clientConnectionFailed(self, reason)
+
+    def stopConnecting(self):
+        if self._attempt is None:
+            raise error.NotConnectingError()
+        self._attempt.cancel()
+
+    def disconnect(self):
+        if self._attempt is not None:
+            self._attempt.cancel()
+        elif self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.loseConnection()
+
+    def connectionLost(self, reason):
+        self._protocol = None
+        self.factory.clientConnectionLost(self, reason)
+
+    def getDestination(self):
+        return self.endpoint
+
+
+class TargetSession:
+    """
+    Mixed into an application protocol's response receiver: the protocol of
+    the connection to the target. At most one round trip is in flight.
+    """
+
+    log = Logger()
+    pending = None
+    _interim = None
+    _timer = None
+
+    def connectionMade(self):
+        self.factory.targetConnected(self)
+
+    def roundTrip(self, request, interim=None):
+        """
+        Write C{request}; the result fires with the whole response, or fails
+        with L{TargetTimeout} or L{TargetLost}.
+
+        @param interim: called with each interim response (HTTP 1xx).
+        """
+        self.pending = response = Deferred()
+        self._interim = interim
+        self.expectResponseTo(request)
+        self._timer = self.factory.clock.callLater(self.factory.timeout, self._timedOut)
+        self.transport.write(request)
+        return response
+
+    def messageReceived(self, response):
+        pending = self.pending
+        if pending is None:
+            self.log.warn(
+                "Dropped {size} bytes from the target that answer no request",
+                size=len(response),
+            )
+            return
+        self.pending = None
+        self._timer.cancel()
+        pending.callback(response)
+
+    def interimReceived(self, message):
+        if self._interim is not None:
+            self._interim(message)
+
+    def framingError(self, reason, reply=None):
+        self.log.error(
+            "Target {target} sent bytes that cannot be framed: {reason}; "
+            "renewing the connection",
+            target=self.factory.name,
+            reason=reason,
+        )
+        self._fail(TargetLost(f"unframeable response: {reason}"))
+        self.factory.renew(self)
+
+    def _timedOut(self):
+        self._timer = None
+        self.log.warn(
+            "No response from target {target} within {timeout}s; "
+            "renewing the connection",
+            target=self.factory.name,
+            timeout=self.factory.timeout,
+        )
+        self.factory.renew(self)
+        self._fail(TargetTimeout(f"no response within {self.factory.timeout}s"))
+
+    def _fail(self, exception):
+        pending = self.pending
+        if pending is not None:
+            self.pending = None
+            if self._timer is not None and self._timer.active():
+                self._timer.cancel()
+            pending.errback(Failure(exception))
+
+    def connectionLost(self, reason):
+        # The receiver may still complete a response that runs to the end
+        # of the connection (HTTP without a length) before we fail it.
+        super().connectionLost(reason)
+        self._fail(TargetLost("the connection to the target closed"))
+        self.factory.targetLost(self, reason)
+
+
+class TargetClientFactory(ReconnectingClientFactory):
+    """
+    Keeps one connection to a target and carries round trips over it.
+
+    The connection is opened when L{start} is called and kept while nobody
+    uses it. After a drop it is re-opened with an exponential back-off that
+    starts at C{retryDelay} and is capped at C{maxRetryDelay}; a request
+    that arrives meanwhile triggers an attempt at once, unless the last one
+    failed less than C{retryDelay} ago, in which case it fails at once with
+    L{TargetUnavailable} rather than waiting.
+
+    @ivar connection: the ready L{TargetSession}, or L{None}.
+    """
+
+    log = Logger()
+    noisy = False
+
+    def __init__(
+        self,
+        endpoint,
+        application,
+        name,
+        timeout=60.0,
+        delay=0.0,
+        retryDelay=1.0,
+        maxRetryDelay=30.0,
+        clock=None,
+    ):
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.protocol = type(
+            "TargetConnection", (TargetSession, application.responseReceiver), {}
+        )
+        self.name = name
+        self.timeout = timeout
+        self.readyDelay = delay
+        self.initialDelay = self.delay = retryDelay
+        self.maxDelay = max(maxRetryDelay, retryDelay)
+        self.clock = clock
+        self.connector = EndpointConnector(endpoint, self, timeout, clock)
+        self.connection = None
+        self._session = None
+        self._connecting = False
+        self._readyCall = None
+        self._renewing = False
+        self._lastFailure = None
+        self._lastReason = None
+        self._waiting = deque()
+        self._stopped = None
+
+    # -- what the multiplexer uses
+
+    def start(self):
+        """
+        Open the connection now, and keep it open.
+        """
+        self.continueTrying = 1
+        self._connectNow()
+
+    def stop(self):
+        """
+        Stop reconnecting and close the connection.
+
+        @return: a L{Deferred} that fires once it is closed.
+        """
+        self.stopTrying()
+        self._failWaiting("tcpmux is stopping")
+        if self._session is None:
+            return succeed(None)
+        self._stopped = Deferred()
+        self._session.transport.loseConnection()
+        return self._stopped
+
+    def roundTrip(self, request, interim=None):
+        """
+        Send C{request} to the target once a connection is ready.
+
+        @return: a L{Deferred} that fires with the whole response, or fails
+            with a L{tcpmux.errors.GatewayError}.
+        """
+        if self.connection is not None:
+            return self.connection.roundTrip(request, interim)
+        return self.whenReady().addCallback(
+            lambda connection: connection.roundTrip(request, interim)
+        )
+
+    def whenReady(self):
+        """
+        A L{Deferred} that fires with the ready L{TargetSession}, or fails
+        with L{TargetUnavailable}.
+        """
+        if self.connection is not None:
+            return succeed(self.connection)
+        if not self.continueTrying:
+            return fail(TargetUnavailable("tcpmux is stopping"))
+        if not self._connecting and self._session is None:
+            if (
+                self._lastFailure is not None
+                and self.clock.seconds() - self._lastFailure < self.initialDelay
+            ):
+                return fail(TargetUnavailable(self._lastReason))
+            self._connectNow()
+        waiter = Deferred(canceller=self._waiting.remove)
+        self._waiting.append(waiter)
+        return waiter.addTimeout(
+            self.timeout,
+            self.clock,
+            onTimeoutCancel=lambda result, timeout: Failure(
+                TargetUnavailable(f"no connection to the target within {timeout}s")
+            ),
+        )
+
+    def renew(self, session):
+        """
+        Drop C{session}'s connection, whose state can no longer be trusted
+        (a timed-out request may still be answered on it), and open a new
+        one at once.
+        """
+        if self.connection is session:
+            self.connection = None
+        self._renewing = True
+        session.transport.abortConnection()
+
+    # -- ReconnectingClientFactory and the sessions call these
+
+    def buildProtocol(self, addr):
+        session = self.protocol()
+        session.factory = self
+        return session
+
+    def startedConnecting(self, connector):
+        self._connecting = True
+
+    def _connectNow(self):
+        if self._callID is not None and self._callID.active():
+            self._callID.cancel()
+        self._callID = None
+        self.connector.connect()
+
+    def targetConnected(self, session):
+        self._connecting = False
+        self._session = session
+        self._lastFailure = None
+        self.resetDelay()
+        self.log.info(
+            "Connected to target {target}", target=self.name
+        )
+        if self.readyDelay > 0:
+            self._readyCall = self.clock.callLater(self.readyDelay, self._ready, session)
+        else:
+            self._ready(session)
+
+    def _ready(self, session):
+        self._readyCall = None
+        self.connection = session
+        while self._waiting and self.connection is session:
+            self._waiting.popleft().callback(session)
+
+    def targetLost(self, session, reason):
+        if session is not self._session:
+            return
+        self._session = self.connection = None
+        if self._readyCall is not None and self._readyCall.active():
+            self._readyCall.cancel()
+        self._readyCall = None
+        if self._stopped is not None:
+            stopped, self._stopped = self._stopped, None
+            self.log.info("Closed the connection to target {target}", target=self.name)
+            stopped.callback(None)
+            return
+        self.log.info(
+            "Lost the connection to target {target}: {reason}",
+            target=self.name,
+            reason=reason.getErrorMessage(),
+        )
+        self.connector.connectionLost(reason)
+
+    def clientConnectionFailed(self, connector, reason):
+        self._connecting = False
+        self._lastFailure = self.clock.seconds()
+        self._lastReason = "cannot connect to target {}: {}".format(
+            self.name, reason.getErrorMessage()
+        )
+        if not self.continueTrying:
+            return
+        self.log.warn("{why}", why=self._lastReason)
+        self._failWaiting(self._lastReason)
+        ReconnectingClientFactory.clientConnectionFailed(self, connector, reason)
+
+    def clientConnectionLost(self, connector, reason):
+        if not self.continueTrying:
+            return
+        if self._waiting or self._renewing:
+            # Somebody is waiting, or we closed it on purpose: no back-off.
+            self._renewing = False
+            self._connectNow()
+        else:
+            ReconnectingClientFactory.clientConnectionLost(self, connector, reason)
+
+    def _failWaiting(self, why):
+        while self._waiting:
+            self._waiting.popleft().errback(Failure(TargetUnavailable(why)))
