@@ -1,0 +1,3 @@
+"""
+tcpmux's tests; run them with C{trial tests}.
+"""

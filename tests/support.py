@@ -1,0 +1,145 @@
+"""
+Helpers shared by the end-to-end tests: a multiplexer listening on an
+ephemeral port of 127.0.0.1, and example servers run as child processes.
+"""
+
+import os
+import sys
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.protocol import ProcessProtocol
+
+from tcpmux.tap import Options, makeService
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = os.path.join(ROOT, "examples")
+
+
+def childEnvironment():
+    """
+    The environment for a child Python: this checkout first on its path, so
+    the child runs the code under test and finds the twistd plugin.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+async def startMultiplexer(testCase, protocol, target, *extraArgs):
+    """
+    Build the service C{twistd tcpmux} would, from the same options, and
+    run its multiplexer on an ephemeral port of 127.0.0.1 until the test
+    ends.
+
+    @param target: a port number on 127.0.0.1, or any C{--target} value.
+    @return: C{(port, multiplexer)}.
+    """
+    if isinstance(target, int):
+        target = f"127.0.0.1:{target}"
+    options = Options()
+    options.parseOptions(["--protocol", protocol, "--target", target, *extraArgs])
+    multiplexer = makeService(options).multiplexer
+    multiplexer.start()
+    listening = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+        multiplexer
+    )
+
+    async def stop():
+        await listening.stopListening()
+        await multiplexer.stop(1.0, reactor)
+
+    testCase.addCleanup(lambda: Deferred.fromCoroutine(stop()))
+    return listening.getHost().port, multiplexer
+
+
+class ChildProcess(ProcessProtocol):
+    """
+    A child process whose output lines are collected, and which can be
+    waited on for a line containing some text.
+    """
+
+    def __init__(self):
+        self.lines = []
+        self._partial = b""
+        self._watchers = []
+        self.ended = Deferred()
+
+    def outReceived(self, data):
+        data = self._partial + data
+        *lines, self._partial = data.split(b"\n")
+        for line in lines:
+            text = line.decode("utf-8", "replace").rstrip("\r")
+            self.lines.append(text)
+            for watcher in list(self._watchers):
+                text_, d = watcher
+                if text_ in text:
+                    self._watchers.remove(watcher)
+                    d.callback(text)
+
+    errReceived = outReceived
+
+    def waitFor(self, text, timeout=15):
+        """
+        Fire with the first line, already seen or yet to come, containing
+        C{text}.
+        """
+        for line in self.lines:
+            if text in line:
+                d = Deferred()
+                d.callback(line)
+                return d
+        d = Deferred()
+        self._watchers.append((text, d))
+        return d.addTimeout(timeout, reactor)
+
+    def count(self, text):
+        return sum(text in line for line in self.lines)
+
+    def processEnded(self, reason):
+        self.ended.callback(reason.value.exitCode)
+
+    def signal(self, name="TERM"):
+        try:
+            self.transport.signalProcess(name)
+        except Exception:
+            pass
+
+
+async def runExample(testCase, script, *args, ready="listening on"):
+    """
+    Run C{examples/script} with C{args} until the test ends; wait for its
+    C{ready} line, which must end with C{:port}.
+
+    @return: C{(child, port)}.
+    """
+    child = ChildProcess()
+    reactor.spawnProcess(
+        child,
+        sys.executable,
+        [sys.executable, os.path.join(EXAMPLES, script), *args],
+        env=childEnvironment(),
+        path=ROOT,
+    )
+
+    async def stop():
+        if child.ended.called:
+            return
+        child.signal("KILL")
+        await child.ended
+
+    testCase.addCleanup(lambda: Deferred.fromCoroutine(stop()))
+    line = await child.waitFor(ready)
+    return child, int(line.rsplit(":", 1)[1])
+
+
+async def killed(child):
+    """
+    Kill C{child} and wait until it is gone.
+    """
+    child.signal("KILL")
+    await child.ended
