@@ -132,8 +132,8 @@ class TargetSession:
             target=self.factory.name,
             timeout=self.factory.timeout,
         )
-        self.factory.renew(self)
         self._fail(TargetTimeout(f"no response within {self.factory.timeout}s"))
+        self.factory.renew(self)
 
     def _fail(self, exception):
         pending = self.pending
@@ -220,9 +220,9 @@ class TargetClientFactory(ReconnectingClientFactory):
         self._failWaiting("tcpmux is stopping")
         if self._session is None:
             return succeed(None)
-        self._stopped = Deferred()
+        stopped = self._stopped = Deferred()
         self._session.transport.loseConnection()
-        return self._stopped
+        return stopped
 
     def roundTrip(self, request, interim=None):
         """

@@ -1,0 +1,242 @@
+"""
+Tests for L{tcpmux.protocols.modbus}: MBAP framing, transaction id checks
+and gateway exception responses.
+"""
+
+import socket
+import struct
+
+from pymodbus.client import ModbusTcpClient
+from twisted.internet.defer import gatherResults
+from twisted.internet.testing import StringTransport
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tcpmux.errors import TargetLost, TargetTimeout, TargetUnavailable
+from tcpmux.protocols.modbus import (
+    ModbusResponseReceiver,
+    ModbusTCPReceiver,
+    application,
+    exceptionResponse,
+)
+from tests.support import runExample, startMultiplexer
+from tests.test_e2e_modbus import clientSession
+
+
+def adu(tid, unit, pdu, protocol=0):
+    return struct.pack(">HHHB", tid, protocol, len(pdu) + 1, unit) + pdu
+
+
+READ = adu(1, 1, b"\x03\x00\x00\x00\x02")
+WRITE = adu(2, 7, b"\x10\x00\x10\x00\x01\x02\x12\x34")
+
+
+class Recording:
+    """
+    Records what a receiver delivers and which framing errors it reports.
+    """
+
+    def __init__(self):
+        self.messages = []
+        self.errors = []
+
+    def messageReceived(self, message):
+        self.messages.append(message)
+
+    def framingError(self, reason, reply=None):
+        self.errors.append(reason)
+        self.transport.loseConnection()
+
+
+class RecordingRequests(Recording, ModbusTCPReceiver):
+    pass
+
+
+class RecordingResponses(Recording, ModbusResponseReceiver):
+    pass
+
+
+def feed(receiverClass, *chunks):
+    receiver = receiverClass()
+    transport = StringTransport()
+    receiver.makeConnection(transport)
+    for chunk in chunks:
+        receiver.dataReceived(chunk)
+    return receiver, transport
+
+
+class ModbusFramingTests(SynchronousTestCase):
+    def test_byteAtATime(self):
+        """
+        An ADU arriving a byte at a time is delivered once, whole.
+        """
+        data = READ + WRITE
+        receiver, _ = feed(RecordingRequests, *[data[i : i + 1] for i in range(len(data))])
+        self.assertEqual(receiver.messages, [READ, WRITE])
+
+    def test_merged(self):
+        """
+        Several ADUs in one read are delivered one by one; the remainder
+        waits.
+        """
+        receiver, _ = feed(RecordingRequests, READ + WRITE + READ[:5])
+        self.assertEqual(receiver.messages, [READ, WRITE])
+        receiver.dataReceived(READ[5:])
+        self.assertEqual(receiver.messages, [READ, WRITE, READ])
+
+    def test_largestADU(self):
+        """
+        A 260-byte ADU (length field 254) is valid.
+        """
+        big = adu(9, 1, b"\x10" + b"\x00" * 252)
+        self.assertEqual(len(big), 260)
+        receiver, transport = feed(RecordingRequests, big)
+        self.assertEqual(receiver.messages, [big])
+        self.assertFalse(transport.disconnecting)
+
+    def test_wrongProtocolId(self):
+        """
+        A protocol id other than 0 is refused as soon as its bytes arrive,
+        and the connection is closed.
+        """
+        receiver, transport = feed(RecordingRequests, READ[:2] + b"\x00\x01")
+        self.assertEqual(receiver.errors, ["Modbus TCP protocol id is 1, not 0"])
+        self.assertTrue(transport.disconnecting)
+
+    def test_lengthTooLarge(self):
+        """
+        A length field over 254 is refused without waiting for the body.
+        """
+        receiver, transport = feed(RecordingRequests, b"\x00\x01\x00\x00\x00\xff")
+        self.assertEqual(receiver.errors, ["Modbus TCP length field is 255, not 2..254"])
+        self.assertTrue(transport.disconnecting)
+
+    def test_lengthTooSmall(self):
+        """
+        A length field under 2 (no function code) is refused.
+        """
+        receiver, transport = feed(RecordingRequests, b"\x00\x01\x00\x00\x00\x01\x01")
+        self.assertEqual(receiver.errors, ["Modbus TCP length field is 1, not 2..254"])
+        self.assertEqual(receiver.messages, [])
+
+    def test_nothingAfterError(self):
+        """
+        After a framing error, valid ADUs in the same read are not delivered.
+        """
+        receiver, transport = feed(RecordingRequests, READ + b"\x00\x01\x00\x07" + READ)
+        self.assertEqual(receiver.messages, [READ])
+        self.assertEqual(len(receiver.errors), 1)
+
+    def test_responseMatchedByTransactionId(self):
+        """
+        The response receiver passes on only the answer to the request in
+        flight; a late answer to an earlier request is dropped.
+        """
+        receiver, _ = feed(RecordingResponses)
+        receiver.expectResponseTo(WRITE)
+        late = adu(1, 1, b"\x03\x04\x00\x01\x00\x02")
+        answer = adu(2, 7, b"\x10\x00\x10\x00\x01")
+        receiver.dataReceived(late + answer)
+        self.assertEqual(receiver.messages, [answer])
+
+    def test_unsolicitedResponseDropped(self):
+        """
+        A response when no request is in flight is dropped.
+        """
+        receiver, _ = feed(RecordingResponses, adu(1, 1, b"\x03\x02\x00\x01"))
+        self.assertEqual(receiver.messages, [])
+
+
+class ExceptionResponseTests(SynchronousTestCase):
+    def test_unavailable(self):
+        """
+        With no target connection the client gets exception 0x0A with its
+        own transaction id, unit id and function code.
+        """
+        self.assertEqual(
+            application.errorResponse(WRITE, TargetUnavailable("refused")),
+            b"\x00\x02\x00\x00\x00\x03\x07\x90\x0a",
+        )
+
+    def test_timeout(self):
+        """
+        A timeout, or a connection lost mid-request, gives 0x0B.
+        """
+        expected = b"\x00\x01\x00\x00\x00\x03\x01\x83\x0b"
+        self.assertEqual(application.errorResponse(READ, TargetTimeout("t")), expected)
+        self.assertEqual(application.errorResponse(READ, TargetLost("l")), expected)
+
+    def test_exceptionResponse(self):
+        self.assertEqual(
+            exceptionResponse(READ, 0x06), b"\x00\x01\x00\x00\x00\x03\x01\x83\x06"
+        )
+
+
+class MisbehavingClientTests(TestCase):
+    timeout = 30
+
+    async def test_stalledHalfSentClientDelaysNoOne(self):
+        """
+        A client that sent half a request and stalls holds up nobody: only
+        whole requests queue for the target.
+        """
+        device, devicePort = await runExample(self, "modbus_device.py", "--port", "0")
+        port, _ = await startMultiplexer(self, "modbus", devicePort)
+        stalled = socket.create_connection(("127.0.0.1", port))
+        self.addCleanup(stalled.close)
+        stalled.sendall(READ[:9])
+        results = await gatherResults(
+            [deferToThread(clientSession, port, index) for index in range(3)]
+        )
+        for index, seen in enumerate(results):
+            self.assertEqual(
+                seen, [[index * 100 + r, r, index] for r in range(5)]
+            )
+        # The stalled client finishes its request later and is answered.
+        stalled.sendall(READ[9:])
+        stalled.settimeout(10)
+        answer = await deferToThread(stalled.recv, 100)
+        self.assertEqual(answer[:2], READ[:2])
+        self.assertEqual(answer[7], 3)
+        self.assertEqual(device.count("accepted connection"), 1)
+
+    async def test_clientLeavesBeforeItsAnswer(self):
+        """
+        A client that sends requests and leaves before the answers harms no
+        one: the next client gets its own answers.
+        """
+        device, devicePort = await runExample(self, "modbus_device.py", "--port", "0")
+        port, multiplexer = await startMultiplexer(self, "modbus", devicePort)
+
+        def hitAndRun():
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                sock.sendall(b"".join(adu(n, 1, b"\x03\x00\x00\x00\x01") for n in range(20)))
+
+        await deferToThread(hitAndRun)
+        results = await gatherResults(
+            [deferToThread(clientSession, port, index) for index in range(1, 4)]
+        )
+        for index, seen in zip(range(1, 4), results):
+            self.assertEqual(seen, [[index * 100 + r, r, index] for r in range(5)])
+        self.assertEqual(device.count("accepted connection"), 1)
+
+    async def test_badHeaderClosesOnlyThatClient(self):
+        """
+        A client sending a wrong protocol id is disconnected; a pymodbus
+        client connected at the same time carries on.
+        """
+        device, devicePort = await runExample(self, "modbus_device.py", "--port", "0")
+        port, _ = await startMultiplexer(self, "modbus", devicePort)
+        good = ModbusTcpClient("127.0.0.1", port=port, timeout=10, retries=0)
+        self.assertTrue(await deferToThread(good.connect))
+        self.addCleanup(good.close)
+
+        def badClient():
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(b"\x00\x01\x00\x05\x00\x06\x01\x03\x00\x00\x00\x01")
+                return sock.recv(100)
+
+        self.assertEqual(await deferToThread(badClient), b"")
+        read = await deferToThread(good.read_holding_registers, 0, count=2, device_id=1)
+        self.assertFalse(read.isError())
+        self.assertEqual(len(read.registers), 2)

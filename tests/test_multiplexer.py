@@ -1,0 +1,181 @@
+"""
+Tests for L{tcpmux.multiplexer}: the round-trip queue, per-client order,
+fairness, departed clients, back-pressure and gateway errors, with clients
+and target in memory.
+"""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tcpmux.protocols.echo import application as echo
+from tcpmux.protocols.modbus import application as modbus
+from tests.memory import connectClient, memoryMultiplexer
+
+
+def line(text):
+    return text.encode() + b"\n"
+
+
+class QueueTests(SynchronousTestCase):
+    def setUp(self):
+        self.multiplexer, self.target = memoryMultiplexer(echo)
+        self.multiplexer.start()
+        self.targetTransport, _ = self.target.accept()
+
+    def answer(self):
+        """
+        The target answers the request it has, echoing it; return it.
+        """
+        request = self.targetTransport.value()
+        self.targetTransport.clear()
+        self.targetTransport.protocol.dataReceived(request)
+        return request
+
+    def test_oneRoundTripAtATime(self):
+        """
+        Only one request is on the target connection at a time; the next
+        is written once the previous answer arrived.
+        """
+        a, aTransport = connectClient(self.multiplexer, 1)
+        b, bTransport = connectClient(self.multiplexer, 2)
+        a.dataReceived(line("a1"))
+        b.dataReceived(line("b1"))
+        self.assertEqual(self.targetTransport.value(), line("a1"))
+        self.assertEqual(self.answer(), line("a1"))
+        self.assertEqual(aTransport.value(), line("a1"))
+        self.assertEqual(self.targetTransport.value(), line("b1"))
+        self.answer()
+        self.assertEqual(bTransport.value(), line("b1"))
+
+    def test_clientsTakeTurns(self):
+        """
+        A client that sent many requests at once does not starve the
+        others: clients take turns, and each client's answers are in order.
+        """
+        a, aTransport = connectClient(self.multiplexer, 1)
+        b, bTransport = connectClient(self.multiplexer, 2)
+        a.dataReceived(line("a1") + line("a2") + line("a3"))
+        b.dataReceived(line("b1"))
+        order = [self.answer() for _ in range(4)]
+        self.assertEqual(order, [line("a1"), line("b1"), line("a2"), line("a3")])
+        self.assertEqual(aTransport.value(), line("a1") + line("a2") + line("a3"))
+        self.assertEqual(bTransport.value(), line("b1"))
+
+    def test_halfSentRequestDoesNotQueue(self):
+        """
+        A partial request holds up nobody.
+        """
+        a, _ = connectClient(self.multiplexer, 1)
+        b, bTransport = connectClient(self.multiplexer, 2)
+        a.dataReceived(b"half a li")
+        b.dataReceived(line("b1"))
+        self.assertEqual(self.answer(), line("b1"))
+        self.assertEqual(bTransport.value(), line("b1"))
+
+    def test_departedClientsRequestsNotSent(self):
+        """
+        Requests queued by a client that left are never sent, and the answer
+        to its request in flight is dropped.
+        """
+        a, aTransport = connectClient(self.multiplexer, 1)
+        b, bTransport = connectClient(self.multiplexer, 2)
+        a.dataReceived(line("a1"))
+        a.dataReceived(line("a2"))
+        b.dataReceived(line("b1"))
+        aTransport.loseConnection()
+        self.assertEqual(self.answer(), line("a1"))
+        self.assertEqual(self.answer(), line("b1"))
+        self.assertEqual(self.targetTransport.value(), b"")
+        self.assertEqual(bTransport.value(), line("b1"))
+
+    def test_backPressure(self):
+        """
+        A client with C{maxQueue} requests waiting is no longer read; it is
+        read again once its queue drains.
+        """
+        self.multiplexer.maxQueue = 3
+        a, aTransport = connectClient(self.multiplexer, 1)
+        a.dataReceived(line("1") + line("2") + line("3"))
+        self.assertEqual(aTransport.producerState, "producing")
+        a.dataReceived(line("4"))
+        self.assertEqual(aTransport.producerState, "paused")
+        self.answer()
+        self.assertEqual(aTransport.producerState, "producing")
+
+    def test_slowReaderNotSent(self):
+        """
+        While a client's transport buffer is full, its next request waits,
+        and other clients go ahead.
+        """
+        a, aTransport = connectClient(self.multiplexer, 1)
+        b, bTransport = connectClient(self.multiplexer, 2)
+        a.dataReceived(line("a1") + line("a2"))
+        b.dataReceived(line("b1"))
+        a.pauseProducing()  # as its transport does when the buffer is full
+        self.answer()  # a1
+        self.assertEqual(self.answer(), line("b1"))
+        self.assertEqual(self.targetTransport.value(), b"")
+        a.resumeProducing()
+        self.assertEqual(self.answer(), line("a2"))
+
+    def test_framingErrorClosesOnlyThatClient(self):
+        """
+        A client that sends an unframeable message is closed; another client
+        is served.
+        """
+        a, aTransport = connectClient(self.multiplexer, 1)
+        b, bTransport = connectClient(self.multiplexer, 2)
+        a.dataReceived(b"x" * 70000)
+        self.assertFalse(aTransport.connected)
+        b.dataReceived(line("b1"))
+        self.answer()
+        self.assertEqual(bTransport.value(), line("b1"))
+
+    def test_maxClients(self):
+        """
+        A client over C{maxClients} is refused.
+        """
+        self.multiplexer.maxClients = 2
+        connectClient(self.multiplexer, 1)
+        connectClient(self.multiplexer, 2)
+        self.assertIsNone(self.multiplexer.buildProtocol(None))
+
+
+class GatewayErrorTests(SynchronousTestCase):
+    def test_modbusTimeout(self):
+        """
+        A Modbus client whose request times out gets exception 0x0B with its
+        own transaction id, and stays connected; the next request goes out
+        on a new connection.
+        """
+        multiplexer, target = memoryMultiplexer(modbus, timeout=2.0)
+        multiplexer.start()
+        targetTransport, _ = target.accept()
+        client, transport = connectClient(multiplexer)
+        client.dataReceived(b"\x12\x34\x00\x00\x00\x06\x05\x03\x00\x00\x00\x01")
+        target.reactor.advance(2.0)
+        self.assertEqual(transport.value(), b"\x12\x34\x00\x00\x00\x03\x05\x83\x0b")
+        self.assertTrue(transport.connected)
+        self.assertEqual(target.pendingAttempts(), 1)
+
+    def test_modbusUnavailable(self):
+        """
+        With the target refusing, a Modbus client gets exception 0x0A at once.
+        """
+        multiplexer, target = memoryMultiplexer(modbus)
+        multiplexer.start()
+        target.refuse()
+        client, transport = connectClient(multiplexer)
+        client.dataReceived(b"\x00\x01\x00\x00\x00\x06\x01\x04\x00\x00\x00\x01")
+        self.assertEqual(transport.value(), b"\x00\x01\x00\x00\x00\x03\x01\x84\x0a")
+
+    def test_echoClientClosed(self):
+        """
+        An echo client whose round trip failed is disconnected.
+        """
+        multiplexer, target = memoryMultiplexer(echo)
+        multiplexer.start()
+        target.refuse()
+        client, transport = connectClient(multiplexer)
+        client.dataReceived(line("x"))
+        self.assertFalse(transport.connected)
+        self.assertEqual(transport.value(), b"")

@@ -1,0 +1,191 @@
+"""
+Tests for L{tcpmux.target}: one connection, round trips, timeouts, renewal
+and reconnection, driven by a L{MemoryReactorClock}.
+"""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tcpmux.errors import TargetLost, TargetTimeout, TargetUnavailable
+from tcpmux.protocols.echo import application as echo
+from tcpmux.protocols.modbus import application as modbus
+from tests.memory import MemoryTarget
+
+
+class TargetConnectionTests(SynchronousTestCase):
+    def test_connectsAtStart(self):
+        """
+        The connection is opened when started, before any request.
+        """
+        target = MemoryTarget(echo)
+        target.factory.start()
+        self.assertEqual(target.pendingAttempts(), 1)
+
+    def test_roundTrip(self):
+        """
+        A request is written to the target and the whole response fires the
+        round trip's Deferred.
+        """
+        target = MemoryTarget(echo)
+        target.factory.start()
+        transport, _ = target.accept()
+        results = []
+        target.factory.roundTrip(b"ping\n").addCallback(results.append)
+        self.assertEqual(transport.value(), b"ping\n")
+        transport.protocol.dataReceived(b"po")
+        self.assertEqual(results, [])
+        transport.protocol.dataReceived(b"ng\n")
+        self.assertEqual(results, [b"pong\n"])
+
+    def test_delayAfterConnect(self):
+        """
+        With a delay, the first request waits that long after the connection
+        is made.
+        """
+        target = MemoryTarget(echo, delay=1.5)
+        target.factory.start()
+        transport, _ = target.accept()
+        target.factory.roundTrip(b"a\n")
+        target.reactor.advance(1.4)
+        self.assertEqual(transport.value(), b"")
+        target.reactor.advance(0.1)
+        self.assertEqual(transport.value(), b"a\n")
+
+    def test_timeoutRenewsConnection(self):
+        """
+        No response within the timeout fails the round trip with
+        L{TargetTimeout}, aborts the connection and opens a new one at once,
+        so a late answer can never be taken for the next response.
+        """
+        target = MemoryTarget(echo, timeout=5.0)
+        target.factory.start()
+        transport, session = target.accept()
+        failures = []
+        target.factory.roundTrip(b"a\n").addErrback(failures.append)
+        target.reactor.advance(4.9)
+        self.assertEqual(failures, [])
+        target.reactor.advance(0.1)
+        self.assertEqual(len(failures), 1)
+        failures[0].trap(TargetTimeout)
+        self.assertFalse(transport.connected)
+        # A new connection is on its way at once; the next round trip
+        # waits for it.
+        self.assertEqual(target.pendingAttempts(), 1)
+        results = []
+        target.factory.roundTrip(b"b\n").addCallback(results.append)
+        newTransport, _ = target.accept()
+        self.assertEqual(newTransport.value(), b"b\n")
+        newTransport.protocol.dataReceived(b"b\n")
+        self.assertEqual(results, [b"b\n"])
+
+    def test_lostMidRequest(self):
+        """
+        The connection dropping before the response fails the round trip
+        with L{TargetLost}.
+        """
+        target = MemoryTarget(echo)
+        target.factory.start()
+        transport, _ = target.accept()
+        failures = []
+        target.factory.roundTrip(b"a\n").addErrback(failures.append)
+        transport.loseConnection()
+        failures[0].trap(TargetLost)
+
+    def test_refusedFailsAtOnce(self):
+        """
+        When the last attempt was refused less than the retry delay ago, a
+        round trip fails at once with L{TargetUnavailable}; later, a round
+        trip triggers a new attempt itself.
+        """
+        target = MemoryTarget(echo, retryDelay=2.0)
+        target.factory.start()
+        target.refuse()
+        failures = []
+        target.factory.roundTrip(b"a\n").addErrback(failures.append)
+        failures[0].trap(TargetUnavailable)
+        self.assertIn("Connection was refused", str(failures[0].value))
+        self.assertEqual(target.pendingAttempts(), 0)
+
+        target.reactor.advance(1.0)  # not yet time for the back-off retry
+        self.assertEqual(target.pendingAttempts(), 0)
+        target.reactor.advance(1.1)
+        results = []
+        target.factory.roundTrip(b"b\n").addCallback(results.append)
+        self.assertEqual(target.pendingAttempts(), 1)
+        transport, _ = target.accept()
+        transport.protocol.dataReceived(b"b\n")
+        self.assertEqual(results, [b"b\n"])
+
+    def test_waitingRequestFailsWhenRefused(self):
+        """
+        A round trip waiting for a connection attempt fails with
+        L{TargetUnavailable} as soon as that attempt is refused.
+        """
+        target = MemoryTarget(echo)
+        target.factory.start()
+        failures = []
+        target.factory.roundTrip(b"a\n").addErrback(failures.append)
+        self.assertEqual(failures, [])
+        target.refuse()
+        failures[0].trap(TargetUnavailable)
+
+    def test_connectTimeout(self):
+        """
+        A connection attempt that does not complete within the timeout
+        fails the waiting round trip with L{TargetUnavailable}.
+        """
+        target = MemoryTarget(echo, timeout=3.0)
+        target.factory.start()
+        failures = []
+        target.factory.roundTrip(b"a\n").addErrback(failures.append)
+        target.reactor.advance(3.0)
+        failures[0].trap(TargetUnavailable)
+
+    def test_backoff(self):
+        """
+        Failed attempts are retried after a delay that starts at the retry
+        delay and grows up to the maximum.
+        """
+        target = MemoryTarget(echo, retryDelay=1.0, maxRetryDelay=5.0)
+        target.factory.jitter = 0
+        target.factory.start()
+        gaps = []
+        for attempt in range(5):
+            target.refuse()
+            waited = 0.0
+            while not target.pendingAttempts():
+                target.reactor.advance(0.25)
+                waited += 0.25
+            gaps.append(waited)
+        self.assertEqual(gaps[0], 1.0)
+        self.assertTrue(all(a <= b for a, b in zip(gaps, gaps[1:])), gaps)
+        self.assertLessEqual(max(gaps), 5.0)
+
+    def test_lateModbusAnswerDropped(self):
+        """
+        A Modbus response whose transaction id is not the one in flight is
+        dropped; the right one completes the round trip.
+        """
+        target = MemoryTarget(modbus)
+        target.factory.start()
+        transport, _ = target.accept()
+        results = []
+        request = b"\x00\x07\x00\x00\x00\x06\x01\x03\x00\x00\x00\x01"
+        target.factory.roundTrip(request).addCallback(results.append)
+        transport.protocol.dataReceived(b"\x00\x06\x00\x00\x00\x05\x01\x03\x02\x00\x01")
+        self.assertEqual(results, [])
+        answer = b"\x00\x07\x00\x00\x00\x05\x01\x03\x02\x00\x02"
+        transport.protocol.dataReceived(answer)
+        self.assertEqual(results, [answer])
+
+    def test_stop(self):
+        """
+        Stopping closes the connection and makes no new attempt.
+        """
+        target = MemoryTarget(echo)
+        target.factory.start()
+        transport, _ = target.accept()
+        stopped = target.factory.stop()
+        self.assertFalse(transport.connected)
+        self.assertEqual(self.successResultOf(stopped), None)
+        target.reactor.advance(100)
+        self.assertEqual(target.pendingAttempts(), 0)
