@@ -82,12 +82,16 @@ class ApplicationProtocol:
     @cvar description: one line for C{--list-protocols}.
     @cvar requestReceiver: the L{MessageReceiver} subclass for client bytes.
     @cvar responseReceiver: the L{MessageReceiver} subclass for target bytes.
+    @cvar pipelining: L{None}, or how to keep several requests in flight on
+        one connection (see L{tcpmux.pipeline}); only protocols whose
+        responses name their request can offer it.
     """
 
     name = None
     description = None
     requestReceiver = None
     responseReceiver = None
+    pipelining = None
 
     def errorResponse(self, request, error):
         """

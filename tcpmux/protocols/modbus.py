@@ -111,6 +111,25 @@ class ModbusResponseReceiver(ModbusTCPReceiver):
         self.messageReceived(adu)
 
 
+class TransactionIds:
+    """
+    Pipelining for Modbus TCP (C{--pipeline}): requests in flight together on
+    one connection carry transaction ids unique on that connection; each
+    response is matched by its id and given back its client's own id.
+    """
+
+    responseReceiver = ModbusTCPReceiver
+
+    def requestWithId(self, request, wireId):
+        return wireId.to_bytes(2, "big") + request[2:]
+
+    def responseId(self, response):
+        return response[0] << 8 | response[1]
+
+    def responseFor(self, response, request):
+        return request[:2] + response[2:]
+
+
 def exceptionResponse(request, code):
     """
     A Modbus exception response to C{request}: same transaction id and unit
@@ -131,6 +150,7 @@ class Modbus(ApplicationProtocol):
     description = "Modbus TCP: MBAP header (transaction id, protocol 0, length) + PDU"
     requestReceiver = ModbusTCPReceiver
     responseReceiver = ModbusResponseReceiver
+    pipelining = TransactionIds()
 
     def errorResponse(self, request, error):
         if isinstance(error, TargetUnavailable):

@@ -1,0 +1,120 @@
+# -*- test-case-name: tests.test_pipeline -*-
+"""
+More than one round trip in flight on one target connection.
+
+Only for application protocols whose responses name the request they
+answer (Modbus TCP's transaction id): each request is rewritten with an id
+unique on the connection, and each response is matched by that id and given
+back its client's own id. The protocol provides this through
+C{ApplicationProtocol.pipelining}, an object with:
+
+  - C{responseReceiver}: a framer for responses that passes every one on;
+  - C{requestWithId(request, wireId)}: the request carrying C{wireId};
+  - C{responseId(response)}: the id a response carries;
+  - C{responseFor(response, request)}: the response as C{request}'s client
+    must see it (its own id back).
+"""
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from tcpmux.errors import TargetLost, TargetTimeout
+
+ID_SPACE = 0x10000
+
+
+class PipelinedTargetSession:
+    """
+    Mixed into the protocol's pipelining response receiver: the protocol of
+    a connection carrying up to C{factory.capacity} round trips at once.
+    After a timeout the connection is renewed, failing the other round
+    trips on it, since a late answer could otherwise meet a reused id.
+    """
+
+    log = Logger()
+
+    def connectionMade(self):
+        self.inFlight = {}
+        self._lastId = 0
+        self.pipelining = self.factory.application.pipelining
+        self.factory.targetConnected(self)
+
+    @property
+    def pending(self):
+        return self.inFlight or None
+
+    def roundTrip(self, request, interim=None):
+        wireId = self._allocate()
+        response = Deferred()
+        timer = self.factory.clock.callLater(
+            self.factory.timeout, self._timedOut, wireId
+        )
+        self.inFlight[wireId] = (response, request, timer)
+        self.transport.write(self.pipelining.requestWithId(request, wireId))
+        return response
+
+    def _allocate(self):
+        wireId = self._lastId
+        for _ in range(ID_SPACE):
+            wireId = (wireId + 1) % ID_SPACE
+            if wireId not in self.inFlight:
+                self._lastId = wireId
+                return wireId
+        raise RuntimeError("no free transaction id")  # capacity < 65536
+
+    def messageReceived(self, response):
+        entry = self.inFlight.pop(self.pipelining.responseId(response), None)
+        if entry is None:
+            self.log.warn(
+                "Dropped a response from {target} that answers no request in "
+                "flight (id {id})",
+                target=self.factory.name,
+                id=self.pipelining.responseId(response),
+            )
+            return
+        pending, request, timer = entry
+        timer.cancel()
+        pending.callback(self.pipelining.responseFor(response, request))
+
+    def interimReceived(self, message):
+        # Protocols with interim responses (HTTP) are not pipelined.
+        pass
+
+    def _timedOut(self, wireId):
+        entry = self.inFlight.pop(wireId, None)
+        if entry is None:
+            return
+        self.log.warn(
+            "No response from target {target} within {timeout}s; renewing the "
+            "connection",
+            target=self.factory.name,
+            timeout=self.factory.timeout,
+        )
+        entry[0].errback(
+            Failure(TargetTimeout(f"no response within {self.factory.timeout}s"))
+        )
+        self._failAll(TargetLost("the connection was renewed after a timeout"))
+        self.factory.renew(self)
+
+    def framingError(self, reason, reply=None):
+        self.log.error(
+            "Target {target} sent bytes that cannot be framed: {reason}; "
+            "renewing the connection",
+            target=self.factory.name,
+            reason=reason,
+        )
+        self._failAll(TargetLost(f"unframeable response: {reason}"))
+        self.factory.renew(self)
+
+    def _failAll(self, exception):
+        inFlight, self.inFlight = self.inFlight, {}
+        for pending, request, timer in inFlight.values():
+            if timer.active():
+                timer.cancel()
+            pending.errback(Failure(exception))
+
+    def connectionLost(self, reason):
+        super().connectionLost(reason)
+        self._failAll(TargetLost("the connection to the target closed"))
+        self.factory.targetLost(self, reason)

@@ -1,0 +1,43 @@
+# -*- test-case-name: tests.test_writing -*-
+"""
+Writing to a TCP transport without waiting a reactor turn.
+
+Twisted's TCP transport does not send in C{write()}: it buffers the bytes
+and sends them when the reactor next finds the socket writable, one loop
+turn later. On the multiplexer's serialized path (client -> tcpmux ->
+target -> tcpmux -> client) every hop pays that turn, and with many clients
+the turns are spent on everybody's events. L{writeNow} sends at once when
+the transport has nothing buffered, and falls back to C{write()} otherwise,
+so ordering, flow control and error handling stay the transport's.
+"""
+
+from twisted.internet.tcp import Connection
+
+
+def writeNow(transport, data):
+    """
+    Write C{data} to C{transport}, sending it to the socket at once if the
+    transport is a plain (not TLS) TCP or UNIX connection with nothing
+    already buffered; whatever the socket does not take is buffered by the
+    transport as usual.
+    """
+    if (
+        isinstance(transport, Connection)
+        and not transport.TLS
+        and transport.connected
+        and not transport.disconnecting
+        and not transport.dataBuffer
+        and not transport._tempDataBuffer
+    ):
+        try:
+            sent = transport.socket.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            # Let the transport meet the error again and report it in its
+            # own way (connectionLost with the reason).
+            sent = 0
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(data)
