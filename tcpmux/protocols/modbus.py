@@ -33,12 +33,22 @@ class ModbusTCPReceiver(MessageReceiver):
     """
     Cuts a byte stream into Modbus TCP ADUs (MBAP header + PDU) and calls
     L{frameReceived} with each, header included.
+
+    @cvar wireName: what framing errors call this format.
+    @cvar minLength: the smallest valid length field.
+    @cvar maxLength: the largest valid length field.
     """
 
+    wireName = "Modbus TCP"
+    minLength = MIN_LENGTH
+    maxLength = MAX_LENGTH
     maxMessageSize = HEADER_SIZE + MAX_LENGTH
     _buffer = b""
+    _refused = False
 
     def dataReceived(self, data):
+        if self._refused:
+            return
         if self._buffer:
             data = self._buffer + data
         size = len(data)
@@ -48,28 +58,31 @@ class ModbusTCPReceiver(MessageReceiver):
         # never make it valid.
         while size - start >= 4:
             if data[start + 2] or data[start + 3]:
-                self._buffer = b""
-                self.framingError(
-                    "Modbus TCP protocol id is {}, not 0".format(
-                        data[start + 2] << 8 | data[start + 3]
+                self._refuse(
+                    "{} protocol id is {}, not 0".format(
+                        self.wireName, data[start + 2] << 8 | data[start + 3]
                     )
                 )
                 return
             if size - start < HEADER_SIZE:
                 break
             length = data[start + 4] << 8 | data[start + 5]
-            if not MIN_LENGTH <= length <= MAX_LENGTH:
-                self._buffer = b""
-                self.framingError(
-                    f"Modbus TCP length field is {length}, "
-                    f"not {MIN_LENGTH}..{MAX_LENGTH}"
+            if not self.minLength <= length <= self.maxLength:
+                self._refuse(
+                    f"{self.wireName} length field is {length}, "
+                    f"not {self.minLength}..{self.maxLength}"
                 )
                 return
             end = start + HEADER_SIZE + length
             if end > size:
                 break
             # The common case is one whole ADU per read: pass it on uncopied.
-            self.frameReceived(data if start == 0 and end == size else data[start:end])
+            frame = data if start == 0 and end == size else data[start:end]
+            problem = self.checkFrame(frame)
+            if problem is not None:
+                self._refuse(problem)
+                return
+            self.frameReceived(frame)
             start = end
             if self.transport is None or self.transport.disconnecting:
                 # The hook closed this connection (or it was closed under
@@ -77,6 +90,22 @@ class ModbusTCPReceiver(MessageReceiver):
                 self._buffer = b""
                 return
         self._buffer = data[start:] if start else data
+
+    def _refuse(self, reason):
+        # Once refused, a stream is never framed again: whatever follows in
+        # this read or later ones is dropped, even if the connection is
+        # aborted rather than closed.
+        self._buffer = b""
+        self._refused = True
+        self.framingError(reason)
+
+    def checkFrame(self, frame):
+        """
+        Override to check a whole frame before it is passed on.
+
+        @return: L{None} if it is good, else the reason it is not.
+        """
+        return None
 
     def frameReceived(self, adu):
         """

@@ -1,0 +1,673 @@
+# -*- test-case-name: tests.test_http -*-
+"""
+C{http}: HTTP/1.1 messages (RFC 9112).
+
+Wire, in both directions: a start line, header field lines, an empty line,
+then a body whose length the head decides (RFC 9112, section 6)::
+
+    GET /status HTTP/1.1\\r\\n          POST /log HTTP/1.1\\r\\n
+    Host: device\\r\\n                   Transfer-Encoding: chunked\\r\\n
+    \\r\\n                               \\r\\n
+                                       5;ext=1\\r\\nhello\\r\\n
+    HTTP/1.1 200 OK\\r\\n                 0\\r\\nTrailer: x\\r\\n\\r\\n
+    Content-Length: 2\\r\\n
+    \\r\\n
+    ok
+
+  - C{Transfer-Encoding} ending in C{chunked}: chunks (with any chunk
+    extensions), a zero-size chunk, optional trailer fields, an empty line;
+  - otherwise C{Content-Length}: that many bytes;
+  - otherwise a request has no body, and a response runs until the target
+    closes the connection;
+  - responses to C{HEAD}, and C{1xx}, C{204} and C{304} responses, never
+    have a body; C{1xx} responses are interim and precede the final one.
+
+Messages are forwarded exactly as received, never rebuilt. Lines must end
+in CRLF: a bare CR or LF, obsolete line folding, or a malformed start line,
+field or chunk size is refused, because a target that read it differently
+would fall out of step with tcpmux on the connection every client shares.
+For the same reason a request with both C{Transfer-Encoding} and
+C{Content-Length} is refused (RFC 9112, 6.3 lets a server do so; an
+intermediary that forwards it must remove C{Content-Length}, which tcpmux,
+forwarding bytes unchanged, does not do). CONNECT and C{Upgrade} requests
+(WebSocket, h2c) would take the shared connection over, so they are
+answered C{501}.
+
+Limits: a head (start line and fields), each chunk-size line and a trailer
+section are at most C{maxHeaderSize} bytes (64 KiB); a whole message is at
+most C{maxMessageSize} bytes (64 MiB), which is also the most a framer ever
+buffers.
+"""
+
+import re
+from types import MappingProxyType
+
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+
+from tcpmux.errors import TargetTimeout, TargetUnavailable
+from tcpmux.framing import ApplicationProtocol, MessageReceiver
+
+# How a body is delimited, besides a byte count.
+CHUNKED = "chunked"
+UNTIL_CLOSE = "until close"
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_REQUEST_LINE = re.compile(
+    rb"(" + _TOKEN + rb") ([^\x00-\x20\x7f]+) HTTP/([0-9])\.([0-9])"
+)
+_STATUS_LINE = re.compile(
+    rb"HTTP/([0-9])\.([0-9]) ([1-9][0-9][0-9])(?: [^\x00-\x08\x0a-\x1f\x7f]*)?"
+)
+_FIELD_LINE = re.compile(rb"(" + _TOKEN + rb"):([^\x00\r\n]*)")
+# chunk-size [ chunk-ext ]: hex digits, then any ;name or ;name=value where
+# a value is a token or a quoted string (RFC 9112, 7.1.1).
+_QUOTED = rb'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[^\x00-\x08\x0a-\x1f\x7f])*"'
+_CHUNK_EXT = (
+    rb"[ \t]*;[ \t]*" + _TOKEN + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN + rb"|" + _QUOTED + rb"))?"
+)
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:" + _CHUNK_EXT + rb")*")
+
+_REASONS = MappingProxyType({
+    100: "Continue",
+    400: "Bad Request",
+    413: "Content Too Large",
+    431: "Request Header Fields Too Large",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    504: "Gateway Timeout",
+    505: "HTTP Version Not Supported",
+})
+
+
+class BadMessage(Exception):
+    """
+    Bytes that can never become a valid HTTP message.
+
+    @ivar status: the status a client is answered with (400, 413, 431, 501
+        or 505); ignored for responses from the target.
+    @ivar reason: a short explanation, for the log and the reply's body.
+    """
+
+    def __init__(self, status, reason):
+        Exception.__init__(self, status, reason)
+        self.status = status
+        self.reason = reason
+
+
+class Head:
+    """
+    The start line and header fields of one message.
+
+    @ivar version: C{(major, minor)}.
+    @ivar method: the request method (bytes), or L{None} for a response.
+    @ivar status: the response status (int), or L{None} for a request.
+    @ivar fields: C{[(name, value)]}, names lowercased, in wire order.
+    """
+
+    method = None
+    status = None
+
+    def __init__(self, version, fields):
+        self.version = version
+        self.fields = fields
+
+    def has(self, name):
+        return any(field == name for field, value in self.fields)
+
+    def elements(self, name):
+        """
+        The comma-separated elements of every C{name} field, stripped and
+        lowercased, empty ones left out.
+        """
+        return [
+            element.strip().lower()
+            for field, value in self.fields
+            if field == name
+            for element in value.split(b",")
+            if element.strip()
+        ]
+
+    def persistent(self):
+        """
+        Whether the connection stays open after this message (RFC 9112,
+        9.3): not with C{Connection: close}, and in HTTP/1.0 only with
+        C{Connection: keep-alive}.
+        """
+        options = self.elements(b"connection")
+        if b"close" in options:
+            return False
+        return self.version >= (1, 1) or b"keep-alive" in options
+
+    def expectsContinue(self):
+        """
+        Whether this is an HTTP/1.1 request whose client may wait for
+        C{100 Continue} before sending the body (HTTP/1.0 expectations are
+        ignored, RFC 9110, 10.1.1).
+        """
+        return self.version >= (1, 1) and b"100-continue" in self.elements(b"expect")
+
+    def contentLength(self):
+        """
+        The C{Content-Length}, or L{None} without one. Repeated fields or a
+        list are accepted when every value is the same (RFC 9112, 6.3).
+
+        @raise BadMessage: for anything else.
+        """
+        values = self.elements(b"content-length")
+        if not values:
+            return None
+        if not all(value.isdigit() for value in values):
+            raise BadMessage(400, "invalid Content-Length")
+        numbers = {value.lstrip(b"0") or b"0" for value in values}
+        if len(numbers) != 1:
+            raise BadMessage(400, "invalid Content-Length")
+        digits = numbers.pop()
+        if len(digits) > 18:
+            raise BadMessage(413, "Content-Length too large")
+        return int(digits)
+
+    def chunked(self):
+        """
+        Whether C{Transfer-Encoding} ends in C{chunked}, applied once.
+        """
+        codings = [c.split(b";", 1)[0].strip() for c in self.elements(b"transfer-encoding")]
+        return bool(codings) and codings[-1] == b"chunked" and codings.count(b"chunked") == 1
+
+
+def _parseFields(lines):
+    fields = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t"):
+            raise BadMessage(400, "obsolete line folding in a header field")
+        match = _FIELD_LINE.fullmatch(line)
+        if match is None:
+            raise BadMessage(400, "malformed header field line")
+        fields.append((match.group(1).lower(), match.group(2).strip(b" \t")))
+    return fields
+
+
+def _splitHead(message):
+    """
+    The lines of the head of C{message} (whole, or just its head), without
+    the empty line that ends it.
+    """
+    end = message.find(b"\r\n\r\n")
+    if end < 0:
+        raise BadMessage(400, "no empty line after the header fields")
+    lines = message[:end].split(b"\r\n")
+    for line in lines:
+        if b"\r" in line or b"\n" in line:
+            raise BadMessage(400, "bare CR or LF in the head")
+    return lines
+
+
+def parseRequestHead(message):
+    """
+    The L{Head} of a request.
+
+    @raise BadMessage: if the request line or a field is malformed (400) or
+        the version is not HTTP/1.x (505).
+    """
+    lines = _splitHead(message)
+    match = _REQUEST_LINE.fullmatch(lines[0])
+    if match is None:
+        raise BadMessage(400, "malformed request line")
+    method, target, major, minor = match.groups()
+    if major != b"1":
+        raise BadMessage(505, "only HTTP/1.x is spoken here")
+    head = Head((1, int(minor)), _parseFields(lines[1:]))
+    head.method = method
+    return head
+
+
+def parseResponseHead(message):
+    """
+    The L{Head} of a response.
+
+    @raise BadMessage: if the status line or a field is malformed, or the
+        version is not HTTP/1.x.
+    """
+    lines = _splitHead(message)
+    match = _STATUS_LINE.fullmatch(lines[0])
+    if match is None:
+        raise BadMessage(502, "malformed status line")
+    major, minor, status = match.groups()
+    if major != b"1":
+        raise BadMessage(502, "not an HTTP/1.x response")
+    head = Head((1, int(minor)), _parseFields(lines[1:]))
+    head.status = int(status)
+    return head
+
+
+def requestFraming(head):
+    """
+    How the body of the request with C{head} ends: a byte count (0 for
+    none) or L{CHUNKED}.
+
+    @raise BadMessage: for a request tcpmux cannot carry.
+    """
+    if head.method == b"CONNECT":
+        raise BadMessage(501, "CONNECT tunnels cannot share the target connection")
+    if head.has(b"upgrade"):
+        raise BadMessage(
+            501, "protocol upgrades (Upgrade: {}) cannot share the target connection".format(
+                b", ".join(head.elements(b"upgrade")).decode("ascii", "replace")
+            )
+        )
+    if head.has(b"transfer-encoding"):
+        if head.version < (1, 1):
+            raise BadMessage(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if head.has(b"content-length"):
+            raise BadMessage(400, "both Transfer-Encoding and Content-Length")
+        if not head.chunked():
+            raise BadMessage(400, "Transfer-Encoding does not end in one chunked")
+        return CHUNKED
+    return head.contentLength() or 0
+
+
+def responseFraming(request, head):
+    """
+    How the body of the response with C{head} to C{request} (a L{Head}, or
+    L{None} if unknown) ends: a byte count (0 for none), L{CHUNKED} or
+    L{UNTIL_CLOSE}.
+
+    @raise BadMessage: for a response tcpmux cannot carry.
+    """
+    if head.status == 101:
+        raise BadMessage(502, "the target switched protocols (101)")
+    if (
+        head.status < 200
+        or head.status in (204, 304)
+        or (request is not None and request.method == b"HEAD")
+    ):
+        return 0
+    if head.has(b"transfer-encoding"):
+        return CHUNKED if head.chunked() else UNTIL_CLOSE
+    length = head.contentLength()
+    return UNTIL_CLOSE if length is None else length
+
+
+def connectionEnds(request, response):
+    """
+    Whether the connection that carried C{request} and C{response} (L{Head}s;
+    C{request} may be L{None}) must close after C{response}: either said so,
+    or the response runs to the close, or its framing is one that RFC 9112
+    (6.1, 6.3) says to close after (Transfer-Encoding with Content-Length,
+    or in HTTP/1.0).
+    """
+    if request is not None and not request.persistent():
+        return True
+    if not response.persistent():
+        return True
+    if responseFraming(request, response) is UNTIL_CLOSE:
+        return True
+    return response.has(b"transfer-encoding") and (
+        response.has(b"content-length") or response.version < (1, 1)
+    )
+
+
+def errorReply(status, explanation, bodyless=False):
+    """
+    A complete C{HTTP/1.1} response that closes the connection, with a
+    plain-text body saying C{explanation} (left out when C{bodyless}, for
+    HEAD requests; Content-Length still says how long it would be).
+    """
+    body = f"{status} {_REASONS[status]}: {explanation}\n".encode("utf-8", "replace")
+    head = (
+        f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n"
+        "\r\n"
+    ).encode("ascii")
+    return head if bodyless else head + body
+
+
+class HTTPMessageReceiver(MessageReceiver):
+    """
+    Cuts a byte stream into whole HTTP/1.1 messages.
+
+    Bytes are kept in one C{bytearray}; the framer remembers where the
+    message being read starts, where parsing stands and how far a search
+    for a line end has got, so each byte is looked at a bounded number of
+    times however the input is split.
+
+    Subclasses parse heads (L{headReceived}), deliver messages
+    (L{messageFramed}) and refuse bad input (L{refuse}).
+
+    @cvar maxHeaderSize: the largest head, chunk-size line or trailer
+        section.
+    @cvar maxMessageSize: the largest whole message; bytes of an
+        incomplete message beyond it are refused.
+    """
+
+    maxHeaderSize = 65536
+    maxMessageSize = 64 * 1024 * 1024
+    skipsEmptyLines = False
+
+    def __init__(self):
+        self._buffer = bytearray()
+        self._start = 0  # where the message being read starts
+        self._pos = 0  # where its unparsed part starts
+        self._scan = 0  # where to resume looking for a line end
+        self._remaining = 0  # bytes of body or chunk data to wait for
+        self._head = None
+        self._state = self._readHead
+        self._awaited = False
+        self._stopped = False
+
+    def dataReceived(self, data):
+        if self._stopped:
+            return
+        self._buffer += data
+        try:
+            while not self._stopped and self._state():
+                pass
+            if not self._stopped:
+                if len(self._buffer) - self._start > self.maxMessageSize:
+                    raise BadMessage(
+                        413, f"message larger than {self.maxMessageSize} bytes"
+                    )
+                if self._state != self._readHead and not self._awaited:
+                    self._awaited = True
+                    self.bodyAwaited(self._head)
+        except BadMessage as error:
+            self._stop()
+            self.refuse(error)
+            return
+        if self._start:
+            del self._buffer[: self._start]
+            self._pos -= self._start
+            self._scan -= self._start
+            self._start = 0
+
+    def _stop(self):
+        self._stopped = True
+        self._buffer = bytearray()
+        self._start = self._pos = self._scan = 0
+
+    def buffered(self):
+        """
+        How many bytes of an incomplete message are held.
+        """
+        return len(self._buffer) - self._start
+
+    # Each state returns whether it moved on; if not, it waits for bytes.
+
+    def _readHead(self):
+        buffer = self._buffer
+        if self.skipsEmptyLines:
+            # RFC 9112, 2.2: empty lines before a request line are ignored.
+            while buffer.startswith(b"\r\n", self._start):
+                self._start += 2
+            self._scan = max(self._scan, self._start)
+        end = buffer.find(b"\r\n\r\n", self._scan)
+        if end < 0:
+            if len(buffer) - self._start > self.maxHeaderSize:
+                raise BadMessage(431, f"head larger than {self.maxHeaderSize} bytes")
+            self._scan = max(self._start, len(buffer) - 3)
+            return False
+        end += 4
+        if end - self._start > self.maxHeaderSize:
+            raise BadMessage(431, f"head larger than {self.maxHeaderSize} bytes")
+        self._head, framing = self.headReceived(bytes(buffer[self._start : end]))
+        self._pos = self._scan = end
+        if framing is CHUNKED:
+            self._state = self._readChunkSize
+        elif framing is UNTIL_CLOSE:
+            self._state = self._readUntilClose
+        else:
+            if end - self._start + framing > self.maxMessageSize:
+                raise BadMessage(
+                    413, f"message larger than {self.maxMessageSize} bytes"
+                )
+            self._remaining = framing
+            self._state = self._readBody
+        return True
+
+    def _readBody(self):
+        end = self._pos + self._remaining
+        if len(self._buffer) < end:
+            return False
+        self._complete(end)
+        return True
+
+    def _readChunkSize(self):
+        buffer = self._buffer
+        end = buffer.find(b"\r\n", self._scan)
+        if end < 0:
+            if len(buffer) - self._pos > self.maxHeaderSize:
+                raise BadMessage(400, "chunk-size line too long")
+            self._scan = max(self._pos, len(buffer) - 1)
+            return False
+        match = _CHUNK_SIZE.fullmatch(buffer, self._pos, end)
+        if match is None:
+            raise BadMessage(400, "invalid chunk-size line")
+        size = int(match.group(1), 16)
+        self._pos = end + 2
+        if size == 0:
+            # The CRLF just read may be the first half of the one that ends
+            # an empty trailer section.
+            self._scan = end
+            self._state = self._readTrailers
+            return True
+        if self._pos + size + 2 - self._start > self.maxMessageSize:
+            raise BadMessage(413, f"message larger than {self.maxMessageSize} bytes")
+        self._remaining = size
+        self._state = self._readChunkData
+        return True
+
+    def _readChunkData(self):
+        end = self._pos + self._remaining
+        after = self._buffer[end : end + 2]
+        if not b"\r\n".startswith(after):
+            raise BadMessage(400, "chunk data not followed by CRLF")
+        if len(after) < 2:
+            return False
+        self._pos = self._scan = end + 2
+        self._state = self._readChunkSize
+        return True
+
+    def _readTrailers(self):
+        buffer = self._buffer
+        end = buffer.find(b"\r\n\r\n", self._scan)
+        if end < 0:
+            if len(buffer) - self._pos > self.maxHeaderSize:
+                raise BadMessage(431, f"trailer section larger than {self.maxHeaderSize} bytes")
+            self._scan = max(self._pos - 2, len(buffer) - 3)
+            return False
+        if end >= self._pos:
+            lines = bytes(buffer[self._pos : end]).split(b"\r\n")
+            for line in lines:
+                if b"\r" in line or b"\n" in line:
+                    raise BadMessage(400, "bare CR or LF in the trailer section")
+            _parseFields(lines)
+        self._complete(end + 4)
+        return True
+
+    def _readUntilClose(self):
+        return False
+
+    def _complete(self, end):
+        message = bytes(self._buffer[self._start : end])
+        head = self._head
+        self._start = self._pos = self._scan = end
+        self._head = None
+        self._state = self._readHead
+        self._awaited = False
+        self.messageFramed(head, message)
+        if self.transport is None or self.transport.disconnecting:
+            # Closed by the hook, or under it: deliver nothing more.
+            self._stop()
+
+    # For subclasses.
+
+    def headReceived(self, head):
+        """
+        C{head} (bytes, start line to empty line) has arrived.
+
+        @return: C{(parsed head, framing)}; the framing is a byte count,
+            L{CHUNKED} or L{UNTIL_CLOSE}.
+        @raise BadMessage: if the message cannot be carried.
+        """
+        raise NotImplementedError()
+
+    def bodyAwaited(self, head):
+        """
+        The head is here and at least part of the body is not.
+        """
+
+    def messageFramed(self, head, message):
+        """
+        C{message} (bytes) is whole; C{head} is its parsed L{Head}.
+        """
+        raise NotImplementedError()
+
+    def refuse(self, error):
+        """
+        The input can never be framed (a L{BadMessage}); nothing more is
+        delivered.
+        """
+        self.framingError(error.reason)
+
+
+class HTTPRequestReceiver(HTTPMessageReceiver):
+    """
+    Frames a client's requests.
+
+    A client whose request says C{Expect: 100-continue} may wait for
+    C{100 Continue} before sending the body; as only whole requests go to
+    the target, tcpmux answers C{100 Continue} itself as soon as the head
+    is in and the body is not. Bad input is answered 400, 413, 431, 501 or
+    505, with C{Connection: close}, and the client is closed.
+    """
+
+    skipsEmptyLines = True
+
+    def headReceived(self, head):
+        parsed = parseRequestHead(head)
+        return parsed, requestFraming(parsed)
+
+    def bodyAwaited(self, head):
+        if head.expectsContinue():
+            self.transport.write(CONTINUE)
+
+    def messageFramed(self, head, message):
+        self.messageReceived(message)
+
+    def refuse(self, error):
+        self.framingError(error.reason, reply=errorReply(error.status, error.reason))
+
+
+class HTTPResponseReceiver(HTTPMessageReceiver):
+    """
+    Frames the target's responses to the request in flight.
+
+    Interim (1xx) responses are passed to C{interimReceived}, except a
+    C{100 Continue} to a request that said C{Expect: 100-continue}: tcpmux
+    has answered that one itself, and the target got the whole request at
+    once. When the final response means the connection closes, the
+    connection is taken out of service before the response is delivered,
+    so that no further request is written to it.
+    """
+
+    log = Logger()
+    _request = None
+
+    def expectResponseTo(self, request):
+        self._request = parseRequestHead(request)
+
+    def headReceived(self, head):
+        parsed = parseResponseHead(head)
+        return parsed, responseFraming(self._request, parsed)
+
+    def messageFramed(self, head, message):
+        request = self._request
+        if head.status < 200:
+            if request is None:
+                self.log.warn(
+                    "Dropped an interim {status} response that answers no request",
+                    status=head.status,
+                )
+            elif not (head.status == 100 and request.expectsContinue()):
+                self.interimReceived(message)
+            return
+        self._request = None
+        if connectionEnds(request, head):
+            self._retire()
+        self.messageReceived(message)
+
+    def _retire(self):
+        """
+        Carry no more requests on this connection and close it.
+
+        Closing alone is not enough: the next request would be written to
+        this connection before the close is noticed. With a target factory
+        that offers C{renew} (L{tcpmux.target.TargetClientFactory}) the
+        connection is taken out of service at once and a new one is opened.
+        """
+        self._stop()
+        renew = getattr(getattr(self, "factory", None), "renew", None)
+        if renew is not None:
+            renew(self)
+        elif self.transport is not None:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason=connectionDone):
+        if not self._stopped and self._state == self._readUntilClose:
+            # The close ends a response that has no length.
+            self._complete(len(self._buffer))
+        self._stop()
+        super().connectionLost(reason)
+
+
+class HTTP(ApplicationProtocol):
+    name = "http"
+    description = "HTTP/1.1 requests and responses (RFC 9112 framing)"
+    requestReceiver = HTTPRequestReceiver
+    responseReceiver = HTTPResponseReceiver
+
+    def errorResponse(self, request, error):
+        """
+        502 when there is no connection to the target, 504 when it did not
+        answer in time or closed mid-response. Both say C{Connection: close}
+        and the client is closed: requests it pipelined behind the failed
+        one can no longer be answered in a way it could trust.
+        """
+        if isinstance(error, TargetUnavailable):
+            status, explanation = 502, "the target cannot be reached"
+        elif isinstance(error, TargetTimeout):
+            status, explanation = 504, "the target did not send a whole response"
+        else:
+            status, explanation = 502, "the request could not be carried"
+        try:
+            bodyless = parseRequestHead(request).method == b"HEAD"
+        except BadMessage:
+            bodyless = False
+        return errorReply(status, explanation, bodyless)
+
+    def closesClient(self, request, response):
+        """
+        When the request or the response says the connection closes, the
+        response runs to the close, or the response is one tcpmux answered
+        itself (502, 504).
+        """
+        try:
+            return connectionEnds(parseRequestHead(request), parseResponseHead(response))
+        except BadMessage:
+            return True
+
+    def describe(self, message):
+        """
+        The start line, for verbose logs.
+        """
+        end = message.find(b"\r\n")
+        if not 0 <= end <= 200:
+            end = 200
+        return message[:end].decode("latin-1")
+
+
+application = HTTP()

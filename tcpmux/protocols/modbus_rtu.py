@@ -1,0 +1,93 @@
+# -*- test-case-name: tests.test_modbus_rtu -*-
+"""
+C{modbus-rtu}: Modbus TCP framing with an RTU check, as some gateways speak
+it (and as the original tcp-multiplexer tool called it).
+
+Wire, in both directions::
+
+    | transaction id: 2 | protocol id: 2 = 0 | length: 2 | unit id: 1 | PDU | CRC: 2 |
+                                               `----- unit id + PDU + CRC -----'
+
+The MBAP header is big-endian; its length also counts the trailing
+CRC-16/MODBUS (low byte first), which is computed over the unit id and the
+PDU. The length thus lies in 4..256 and a frame is at most 262 bytes. A
+protocol id other than 0, a length outside 4..256 or a CRC that does not
+match is a framing error. Responses are matched to the request in flight
+by transaction id, as for C{modbus}; a failed round trip is answered with
+a gateway exception response in the same format.
+"""
+
+from struct import pack
+
+from tcpmux.errors import TargetUnavailable
+from tcpmux.framing import ApplicationProtocol
+from tcpmux.protocols.crc import checkCRC, crcBytes
+from tcpmux.protocols.modbus import (
+    GATEWAY_PATH_UNAVAILABLE,
+    GATEWAY_TARGET_FAILED_TO_RESPOND,
+    HEADER_SIZE,
+    ModbusResponseReceiver,
+    ModbusTCPReceiver,
+    describeADU,
+    exceptionResponse,
+)
+
+MIN_LENGTH = 4  # unit id + function code + CRC
+MAX_LENGTH = 256  # unit id + the largest PDU (253 bytes) + CRC
+
+
+class ModbusRTUOverTCPReceiver(ModbusTCPReceiver):
+    """
+    Cuts a byte stream into MBAP + CRC frames, checks each CRC, and calls
+    L{frameReceived} with each good frame, header and CRC included.
+    """
+
+    wireName = "Modbus RTU-over-TCP"
+    minLength = MIN_LENGTH
+    maxLength = MAX_LENGTH
+    maxMessageSize = HEADER_SIZE + MAX_LENGTH
+
+    def checkFrame(self, frame):
+        if checkCRC(frame[HEADER_SIZE:]):
+            return None
+        return "bad CRC: got {}, computed {}".format(
+            frame[-2:].hex(), crcBytes(frame[HEADER_SIZE:-2]).hex()
+        )
+
+
+class ModbusRTUOverTCPResponseReceiver(
+    ModbusRTUOverTCPReceiver, ModbusResponseReceiver
+):
+    """
+    Frames a target's responses like L{ModbusRTUOverTCPReceiver} and, like
+    L{ModbusResponseReceiver}, passes on only the one whose transaction id
+    answers the request in flight.
+    """
+
+
+def exceptionFrame(request, code):
+    """
+    A Modbus exception response to C{request} in MBAP + CRC form: same
+    transaction id and unit id, the function code with its high bit set,
+    C{code}, then the CRC.
+    """
+    body = exceptionResponse(request, code)[HEADER_SIZE:]
+    return request[:4] + pack(">H", len(body) + 2) + body + crcBytes(body)
+
+
+class ModbusRTUOverTCP(ApplicationProtocol):
+    name = "modbus-rtu"
+    description = "Modbus MBAP header + PDU + CRC-16 (RTU check over TCP)"
+    requestReceiver = ModbusRTUOverTCPReceiver
+    responseReceiver = ModbusRTUOverTCPResponseReceiver
+
+    def errorResponse(self, request, error):
+        if isinstance(error, TargetUnavailable):
+            return exceptionFrame(request, GATEWAY_PATH_UNAVAILABLE)
+        return exceptionFrame(request, GATEWAY_TARGET_FAILED_TO_RESPOND)
+
+    def describe(self, message):
+        return describeADU(message)
+
+
+application = ModbusRTUOverTCP()

@@ -1,0 +1,1281 @@
+"""
+Tests for L{tcpmux.protocols.http}: RFC 9112 framing of requests and
+responses, what clients are told on bad input and target errors, and real
+HTTP clients and servers through tcpmux.
+"""
+
+import hashlib
+import http.client
+import http.server
+import os
+import socket
+import threading
+import time
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import StringTransport
+from twisted.internet.threads import deferToThread
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tcpmux import protocols
+from tcpmux.errors import GatewayError, TargetLost, TargetTimeout, TargetUnavailable
+from tcpmux.framing import MessageReceiver
+from tcpmux.protocols.http import (
+    HTTPRequestReceiver,
+    HTTPResponseReceiver,
+    application,
+)
+from tests.support import runExample, startMultiplexer
+
+
+class Recording:
+    """
+    Records what a receiver delivers and which framing errors it reports;
+    the framing error then does what the default does (write the reply,
+    close).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+        self.interims = []
+        self.errors = []
+
+    def messageReceived(self, message):
+        self.messages.append(message)
+
+    def interimReceived(self, message):
+        self.interims.append(message)
+
+    def framingError(self, reason, reply=None):
+        self.errors.append(reason)
+        MessageReceiver.framingError(self, reason, reply)
+
+
+class Requests(Recording, HTTPRequestReceiver):
+    pass
+
+
+class Responses(Recording, HTTPResponseReceiver):
+    pass
+
+
+class PipelinedResponses(Responses):
+    """
+    Expects a response to a POST again after each final response, as the
+    target session does before each request.
+    """
+
+    def messageReceived(self, message):
+        Responses.messageReceived(self, message)
+        self.expectResponseTo(POST)
+
+
+class SmallRequests(Requests):
+    maxHeaderSize = 64
+    maxMessageSize = 256
+
+
+class SmallResponses(Responses):
+    maxHeaderSize = 64
+    maxMessageSize = 256
+
+
+class RenewingFactory:
+    """
+    Stands in for L{tcpmux.target.TargetClientFactory}: records when a
+    response receiver takes its connection out of service, and what had
+    been delivered by then.
+    """
+
+    def __init__(self):
+        self.renewed = []
+
+    def renew(self, session):
+        self.renewed.append(list(session.messages))
+        session.transport.loseConnection()
+
+
+def connect(receiverClass, factory=None):
+    receiver = receiverClass()
+    if factory is not None:
+        receiver.factory = factory
+    transport = StringTransport()
+    receiver.makeConnection(transport)
+    return receiver, transport
+
+
+def feed(receiverClass, *chunks, request=None, factory=None):
+    receiver, transport = connect(receiverClass, factory)
+    if request is not None:
+        receiver.expectResponseTo(request)
+    for chunk in chunks:
+        receiver.dataReceived(chunk)
+    return receiver, transport
+
+
+def byteAtATime(data):
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+GET = b"GET /a?b=c HTTP/1.1\r\nHost: device\r\nX-Odd:  spaced \t\r\n\r\n"
+POST = b"POST /form HTTP/1.1\r\nhost: device\r\nContent-Length: 5\r\n\r\nhello"
+CHUNKED_POST = (
+    b"POST /log HTTP/1.1\r\nHost: device\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n"
+    b"5;name=value;quoted=\"a \\\" b\"\r\nhello\r\n"
+    b"A\r\n0123456789\r\n"
+    b"0;last\r\nTrailer-One: 1\r\nTrailer-Two: 2\r\n\r\n"
+)
+HEAD = b"HEAD /file HTTP/1.1\r\nHost: device\r\n\r\n"
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+CHUNKED_OK = (
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"3;x=y\r\nabc\r\n0\r\nExpires: never\r\n\r\n"
+)
+
+
+def assertRefused(testCase, receiverClass, data, status, *, chunks=None):
+    """
+    C{data} makes C{receiverClass} answer C{status} and close the client,
+    delivering nothing more.
+    """
+    receiver, transport = feed(receiverClass, *(chunks or [data]))
+    testCase.assertEqual(len(receiver.errors), 1, receiver.errors)
+    reply = transport.value()
+    testCase.assertTrue(
+        reply.startswith(b"HTTP/1.1 %d " % status), f"{status} expected, got {reply!r}"
+    )
+    testCase.assertIn(b"\r\nConnection: close\r\n", reply)
+    head, body = reply.split(b"\r\n\r\n", 1)
+    testCase.assertIn(b"\r\nContent-Length: %d\r\n" % len(body), head + b"\r\n")
+    testCase.assertTrue(transport.disconnecting)
+    receiver.dataReceived(GET)
+    testCase.assertNotIn(GET, receiver.messages)
+    testCase.assertEqual(receiver.buffered(), 0)
+    return receiver
+
+
+class RequestFramingTests(SynchronousTestCase):
+    def test_byteAtATime(self):
+        """
+        Requests arriving a byte at a time are each delivered once, whole
+        and unchanged: header order, case and spacing as sent.
+        """
+        data = GET + POST + CHUNKED_POST + HEAD
+        receiver, transport = feed(Requests, *byteAtATime(data))
+        self.assertEqual(receiver.messages, [GET, POST, CHUNKED_POST, HEAD])
+        self.assertEqual(transport.value(), b"")
+        self.assertFalse(transport.disconnecting)
+
+    def test_merged(self):
+        """
+        Several requests in one read are delivered in order, and the start
+        of the next one waits for the rest.
+        """
+        receiver, _ = feed(Requests, GET + CHUNKED_POST + POST[:30])
+        self.assertEqual(receiver.messages, [GET, CHUNKED_POST])
+        receiver.dataReceived(POST[30:])
+        self.assertEqual(receiver.messages, [GET, CHUNKED_POST, POST])
+        self.assertEqual(receiver.buffered(), 0)
+
+    def test_noBodyWithoutLength(self):
+        """
+        A request with neither Content-Length nor Transfer-Encoding has no
+        body: the bytes after it are the next request.
+        """
+        delete = b"DELETE /x HTTP/1.1\r\n\r\n"
+        receiver, _ = feed(Requests, delete + GET)
+        self.assertEqual(receiver.messages, [delete, GET])
+
+    def test_chunkedExtensionsAndTrailers(self):
+        """
+        A chunked body ends after the zero chunk and its trailer fields,
+        chunk extensions notwithstanding; the chunk sizes are hexadecimal.
+        """
+        for split in range(1, len(CHUNKED_POST)):
+            receiver, _ = feed(Requests, CHUNKED_POST[:split], CHUNKED_POST[split:] + GET)
+            self.assertEqual(receiver.messages, [CHUNKED_POST, GET], split)
+
+    def test_chunkedNoTrailers(self):
+        body = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n"
+        receiver, _ = feed(Requests, *byteAtATime(body + body))
+        self.assertEqual(receiver.messages, [body, body])
+
+    def test_sameContentLengthTwice(self):
+        """
+        Repeated Content-Length values that agree are one length.
+        """
+        request = b"PUT / HTTP/1.1\r\nContent-Length: 3, 3\r\nContent-Length: 003\r\n\r\nabc"
+        receiver, _ = feed(Requests, request + GET)
+        self.assertEqual(receiver.messages, [request, GET])
+
+    def test_emptyLinesBeforeRequest(self):
+        """
+        Empty lines before a request line are ignored (RFC 9112, 2.2), not
+        forwarded.
+        """
+        receiver, _ = feed(Requests, b"\r\n\r\n" + GET + b"\r\n", b"\r", b"\n" + POST)
+        self.assertEqual(receiver.messages, [GET, POST])
+
+    def test_largeBody(self):
+        """
+        A 2 MiB body is one message.
+        """
+        body = os.urandom(2 * 1024 * 1024)
+        request = b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        chunks = [request[i : i + 65536] for i in range(0, len(request), 65536)]
+        receiver, _ = feed(Requests, *chunks)
+        self.assertEqual(receiver.messages, [request])
+
+    def test_expectContinue(self):
+        """
+        When a request with C{Expect: 100-continue} has its head here and
+        not its body, tcpmux answers C{100 Continue} itself, once.
+        """
+        head = b"PUT /f HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 4\r\n\r\n"
+        receiver, transport = feed(Requests, head)
+        self.assertEqual(transport.value(), b"HTTP/1.1 100 Continue\r\n\r\n")
+        receiver.dataReceived(b"da")
+        receiver.dataReceived(b"ta")
+        self.assertEqual(transport.value(), b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.assertEqual(receiver.messages, [head + b"data"])
+
+    def test_expectContinueChunked(self):
+        head = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
+        receiver, transport = feed(Requests, head, b"0\r\n\r\n")
+        self.assertEqual(transport.value(), b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.assertEqual(receiver.messages, [head + b"0\r\n\r\n"])
+
+    def test_expectContinueBodyAlreadyHere(self):
+        """
+        No C{100 Continue} is sent when the body came with the head, nor for
+        a request without a body, nor in HTTP/1.0.
+        """
+        for request in [
+            b"PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx",
+            b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            b"PUT / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+        ]:
+            receiver, transport = feed(Requests, request)
+            self.assertEqual(transport.value(), b"", request)
+
+    def test_connect(self):
+        """
+        CONNECT is answered 501 and the client closed.
+        """
+        receiver = assertRefused(
+            self, Requests, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n", 501
+        )
+        self.assertEqual(receiver.errors, ["CONNECT tunnels cannot share the target connection"])
+
+    def test_upgrade(self):
+        """
+        WebSocket and h2c upgrades are answered 501 and the client closed.
+        """
+        receiver = assertRefused(
+            self,
+            Requests,
+            b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            501,
+        )
+        self.assertEqual(
+            receiver.errors,
+            ["protocol upgrades (Upgrade: websocket) cannot share the target connection"],
+        )
+        assertRefused(
+            self,
+            Requests,
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+            501,
+        )
+
+    def test_badRequestLines(self):
+        for line in [
+            b"GET /\r\n\r\n",
+            b"GET  / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1 \r\n\r\n",
+            b"GET / http/1.1\r\n\r\n",
+            b"G(T / HTTP/1.1\r\n\r\n",
+            b"GET /a b HTTP/1.1\r\n\r\n",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+        ]:
+            receiver = assertRefused(self, Requests, line, 400)
+            self.assertEqual(receiver.errors, ["malformed request line"], line)
+
+    def test_otherVersion(self):
+        """
+        The HTTP/2 connection preface and other major versions get 505.
+        """
+        assertRefused(self, Requests, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505)
+        assertRefused(self, Requests, b"GET / HTTP/3.0\r\n\r\n", 505)
+
+    def test_badFields(self):
+        for head, reason in [
+            (b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", "malformed header field line"),
+            (b"GET / HTTP/1.1\r\nHost\r\n\r\n", "malformed header field line"),
+            (b"GET / HTTP/1.1\r\n: x\r\n\r\n", "malformed header field line"),
+            (b"GET / HTTP/1.1\r\nA: b\x00c\r\n\r\n", "malformed header field line"),
+            (b"GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n", "obsolete line folding in a header field"),
+            (b"GET / HTTP/1.1\nHost: x\r\n\r\n", "bare CR or LF in the head"),
+            (b"GET / HTTP/1.1\r\nA: b\rc\r\n\r\n", "bare CR or LF in the head"),
+        ]:
+            receiver = assertRefused(self, Requests, head, 400)
+            self.assertEqual(receiver.errors, [reason], head)
+
+    def test_badLengths(self):
+        for head, reason in [
+            (b"POST / HTTP/1.1\r\nContent-Length: abc\r\n\r\n", "invalid Content-Length"),
+            (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", "invalid Content-Length"),
+            (b"POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n", "invalid Content-Length"),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+                "invalid Content-Length",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+                "Transfer-Encoding does not end in one chunked",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+                "Transfer-Encoding does not end in one chunked",
+            ),
+            (
+                b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "Transfer-Encoding in an HTTP/1.0 request",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "both Transfer-Encoding and Content-Length",
+            ),
+        ]:
+            receiver = assertRefused(self, Requests, head, 400)
+            self.assertEqual(receiver.errors, [reason], head)
+
+    def test_badChunks(self):
+        head = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        for body, reason in [
+            (b"zz\r\n", "invalid chunk-size line"),
+            (b"-1\r\n", "invalid chunk-size line"),
+            (b" 1\r\n", "invalid chunk-size line"),
+            (b"1;\r\n", "invalid chunk-size line"),
+            (b"1 x\r\n", "invalid chunk-size line"),
+            (b"1\n\r\n", "invalid chunk-size line"),
+            (b"11111111111111111\r\n", "invalid chunk-size line"),
+            (b"1\r\nxy", "chunk data not followed by CRLF"),
+            (b"0\r\nTrailer\r\n\r\n", "malformed header field line"),
+            (b"0\r\nA: b\nc\r\n\r\n", "bare CR or LF in the trailer section"),
+        ]:
+            receiver = assertRefused(self, Requests, head + body, 400)
+            self.assertEqual(receiver.errors, [reason], body)
+            self.assertEqual(receiver.messages, [])
+
+    def test_chunkSizeLineTooLong(self):
+        head = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        receiver = assertRefused(
+            self, Requests, None, 400, chunks=[head + b"1;a=" + b"b" * 65536]
+        )
+        self.assertEqual(receiver.errors, ["chunk-size line too long"])
+
+    def test_headTooLarge(self):
+        """
+        A head over 64 KiB is answered 431, whether or not its end has
+        arrived.
+        """
+        big = b"GET / HTTP/1.1\r\nX: " + b"a" * 65536
+        assertRefused(self, Requests, None, 431, chunks=byteAtATime(big[:-65000]) + [big[-65000:]])
+        assertRefused(self, Requests, big + b"\r\n\r\n", 431)
+        fits = b"GET / HTTP/1.1\r\nX: " + b"a" * (65536 - 23) + b"\r\n\r\n"
+        self.assertEqual(len(fits), 65536)
+        receiver, _ = feed(Requests, fits)
+        self.assertEqual(receiver.messages, [fits])
+
+    def test_trailersTooLarge(self):
+        receiver = assertRefused(
+            self, SmallRequests, None, 431,
+            chunks=[b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nA: " + b"b" * 70],
+        )
+        self.assertEqual(receiver.errors, ["trailer section larger than 64 bytes"])
+
+    def test_bodyTooLarge(self):
+        """
+        A Content-Length over the maximum is answered 413 before the body
+        arrives; so is a chunked body that grows past it.
+        """
+        assertRefused(
+            self, Requests, b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % (64 * 1024 * 1024), 413
+        )
+        assertRefused(
+            self, Requests, b"POST / HTTP/1.1\r\nContent-Length: 1%s\r\n\r\n" % (b"0" * 30), 413
+        )
+        head = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        receiver = assertRefused(
+            self, SmallRequests, None, 413, chunks=[head] + [b"10\r\n" + b"x" * 16 + b"\r\n"] * 10
+        )
+        self.assertEqual(receiver.errors, ["message larger than 256 bytes"])
+        fits = b"PUT / HTTP/1.1\r\nContent-Length: 217\r\n\r\n" + b"x" * 217
+        self.assertEqual(len(fits), 256)
+        receiver, _ = feed(SmallRequests, *byteAtATime(fits))
+        self.assertEqual(receiver.messages, [fits])
+
+    def test_nothingAfterError(self):
+        """
+        Requests before a bad one are delivered; none after it.
+        """
+        receiver, transport = feed(Requests, GET + b"BAD\r\n\r\n" + POST)
+        self.assertEqual(receiver.messages, [GET])
+        self.assertEqual(receiver.errors, ["malformed request line"])
+        self.assertTrue(transport.disconnecting)
+
+
+class ResponseFramingTests(SynchronousTestCase):
+    def test_byteAtATime(self):
+        """
+        Responses arriving a byte at a time are delivered once each, whole.
+        """
+        receiver, _ = feed(Responses, *byteAtATime(OK), request=GET)
+        self.assertEqual(receiver.messages, [OK])
+        receiver.expectResponseTo(GET)
+        for byte in byteAtATime(CHUNKED_OK):
+            receiver.dataReceived(byte)
+        self.assertEqual(receiver.messages, [OK, CHUNKED_OK])
+
+    def test_merged(self):
+        receiver, transport = feed(Responses, OK + CHUNKED_OK + OK, request=GET)
+        self.assertEqual(receiver.messages, [OK, CHUNKED_OK, OK])
+        self.assertFalse(transport.disconnecting)
+
+    def test_chunkedWinsOverContentLength(self):
+        """
+        Transfer-Encoding chunked overrides Content-Length (RFC 9112, 6.3);
+        such a response is forwarded unchanged, and then the connection is
+        retired as the RFC requires.
+        """
+        response = (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2\r\nhi\r\n0\r\n\r\n"
+        )
+        factory = RenewingFactory()
+        receiver, _ = feed(Responses, response + OK, request=GET, factory=factory)
+        self.assertEqual(receiver.messages, [response])
+        self.assertEqual(factory.renewed, [[]])
+        self.assertTrue(application.closesClient(GET, response))
+
+    def test_notChunkedRunsToClose(self):
+        """
+        A response whose transfer coding is not chunked runs to the close.
+        """
+        response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc"
+        receiver, _ = feed(Responses, response, request=GET)
+        self.assertEqual(receiver.messages, [])
+        receiver.connectionLost(Failure(ConnectionError()))
+        self.assertEqual(receiver.messages, [response])
+
+    def test_headHasNoBody(self):
+        """
+        A response to HEAD has no body, whatever its Content-Length or
+        Transfer-Encoding say.
+        """
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
+        chunkedHead = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        receiver, _ = feed(Responses, head, request=HEAD)
+        receiver.expectResponseTo(HEAD)
+        receiver.dataReceived(chunkedHead)
+        receiver.expectResponseTo(GET)
+        receiver.dataReceived(OK)
+        self.assertEqual(receiver.messages, [head, chunkedHead, OK])
+
+    def test_noBodyStatuses(self):
+        """
+        204 and 304 responses have no body, even with a Content-Length.
+        """
+        noContent = b"HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n"
+        notModified = b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\nETag: \"x\"\r\n\r\n"
+        receiver, _ = feed(Responses, noContent, request=GET)
+        receiver.expectResponseTo(GET)
+        receiver.dataReceived(notModified)
+        receiver.expectResponseTo(GET)
+        receiver.dataReceived(OK)
+        self.assertEqual(receiver.messages, [noContent, notModified, OK])
+
+    def test_interim(self):
+        """
+        1xx responses are interim: passed on as such, before the final one.
+        """
+        early = b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
+        processing = b"HTTP/1.1 102 Processing\r\n\r\n"
+        receiver, _ = feed(Responses, *byteAtATime(processing + early + OK), request=POST)
+        self.assertEqual(receiver.interims, [processing, early])
+        self.assertEqual(receiver.messages, [OK])
+
+    def test_continueForwarded(self):
+        """
+        A 100 Continue to a request that did not ask for one is passed on.
+        """
+        continue_ = b"HTTP/1.1 100 Continue\r\n\r\n"
+        receiver, _ = feed(Responses, continue_ + OK, request=POST)
+        self.assertEqual(receiver.interims, [continue_])
+        self.assertEqual(receiver.messages, [OK])
+
+    def test_continueDropped(self):
+        """
+        The target's 100 Continue to a request with Expect: 100-continue is
+        dropped: tcpmux answered that one itself. Other interims still pass.
+        """
+        request = b"PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx"
+        continue_ = b"HTTP/1.1 100 Continue\r\n\r\n"
+        early = b"HTTP/1.1 103 Early Hints\r\n\r\n"
+        receiver, _ = feed(Responses, continue_ + early + OK, request=request)
+        self.assertEqual(receiver.interims, [early])
+        self.assertEqual(receiver.messages, [OK])
+
+    def test_unsolicitedInterimDropped(self):
+        receiver, _ = feed(Responses, OK, request=GET)
+        receiver.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.assertEqual(receiver.interims, [])
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+    def test_switchingProtocols(self):
+        receiver, transport = feed(Responses, b"HTTP/1.1 101 Switching Protocols\r\n\r\n", request=GET)
+        self.assertEqual(receiver.errors, ["the target switched protocols (101)"])
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(transport.disconnecting)
+
+    def test_runsToClose(self):
+        """
+        A response with neither length header ends when the connection
+        closes; the connection is retired before the response is passed on.
+        """
+        response = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of "
+        factory = RenewingFactory()
+        receiver, _ = feed(Responses, response, b"it", request=GET, factory=factory)
+        self.assertEqual(receiver.messages, [])
+        receiver.connectionLost(Failure(ConnectionError()))
+        self.assertEqual(receiver.messages, [response + b"it"])
+        self.assertEqual(factory.renewed, [[]])
+        self.assertTrue(application.closesClient(GET, response + b"it"))
+
+    def test_runsToCloseEmpty(self):
+        response = b"HTTP/1.0 200 OK\r\n\r\n"
+        receiver, _ = feed(Responses, response, request=GET)
+        receiver.connectionLost(Failure(ConnectionError()))
+        self.assertEqual(receiver.messages, [response])
+
+    def test_incompleteAtClose(self):
+        """
+        A response cut short by the close is not delivered (the target
+        session then fails the round trip).
+        """
+        for partial in [OK[:-1], CHUNKED_OK[:-2], b"HTTP/1.1 200 OK\r\n"]:
+            receiver, _ = feed(Responses, partial, request=GET)
+            receiver.connectionLost(Failure(ConnectionError()))
+            self.assertEqual(receiver.messages, [])
+
+    def test_connectionClose(self):
+        """
+        After a response saying Connection: close, or an HTTP/1.0 response
+        without keep-alive, the connection is retired before the response is
+        passed on, and bytes after it are not framed.
+        """
+        for response in [
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ]:
+            factory = RenewingFactory()
+            receiver, transport = feed(Responses, response + OK, request=GET, factory=factory)
+            self.assertEqual(factory.renewed, [[]])
+            self.assertEqual(receiver.messages, [response])
+            self.assertTrue(transport.disconnecting)
+            self.assertTrue(application.closesClient(GET, response))
+
+    def test_keepAlive(self):
+        """
+        An HTTP/1.0 response with Connection: keep-alive keeps the
+        connection; an HTTP/1.0 request without it ends the connection.
+        """
+        response = b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 2\r\n\r\nok"
+        factory = RenewingFactory()
+        feed(Responses, response, request=GET, factory=factory)
+        self.assertEqual(factory.renewed, [])
+        self.assertFalse(application.closesClient(GET, response))
+        old = b"GET / HTTP/1.0\r\n\r\n"
+        feed(Responses, OK, request=old, factory=factory)
+        self.assertEqual(factory.renewed, [[]])
+        self.assertTrue(application.closesClient(old, OK))
+
+    def test_withoutFactory(self):
+        """
+        A bare response receiver closes its transport instead.
+        """
+        response = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        receiver, transport = feed(Responses, response + OK, request=GET)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(receiver.messages, [response])
+
+    def test_badResponses(self):
+        for data, reason in [
+            (b"HTTP/1.1 OK\r\n\r\n", "malformed status line"),
+            (b"HTTP/1.1 2000 OK\r\n\r\n", "malformed status line"),
+            (b"HTTP/1.1 200 O\x01K\r\n\r\n", "malformed status line"),
+            (b"ICY 200 OK\r\n\r\n", "malformed status line"),
+            (b"HTTP/2.0 200 OK\r\n\r\n", "not an HTTP/1.x response"),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", "invalid Content-Length"),
+            (b"HTTP/1.1 200 OK\r\nA: b\r\n c\r\n\r\n", "obsolete line folding in a header field"),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nq\r\n", "invalid chunk-size line"),
+        ]:
+            receiver, transport = feed(Responses, data, request=GET)
+            self.assertEqual(receiver.errors, [reason], data)
+            self.assertEqual(transport.value(), b"")
+            self.assertTrue(transport.disconnecting)
+
+    def test_tooLarge(self):
+        receiver, _ = feed(SmallResponses, b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 300, request=GET)
+        self.assertEqual(receiver.errors, ["message larger than 256 bytes"])
+        receiver, _ = feed(SmallResponses, b"HTTP/1.1 200 OK\r\nX: " + b"x" * 100, request=GET)
+        self.assertEqual(receiver.errors, ["head larger than 64 bytes"])
+
+    def test_statusLineVariants(self):
+        """
+        A status line may have an empty reason phrase, or none at all.
+        """
+        for line in [b"HTTP/1.1 200 \r\n", b"HTTP/1.1 200\r\n", b"HTTP/1.1 599 Whatever\tyou say\r\n"]:
+            response = line + b"Content-Length: 0\r\n\r\n"
+            receiver, _ = feed(Responses, response, request=GET)
+            self.assertEqual(receiver.messages, [response])
+
+
+class ApplicationTests(SynchronousTestCase):
+    def test_registered(self):
+        self.assertIs(protocols.get("http"), application)
+        self.assertEqual(application.name, "http")
+
+    def assertErrorResponse(self, error, status, request=GET):
+        reply = application.errorResponse(request, error)
+        head, body = reply.split(b"\r\n\r\n", 1)
+        self.assertTrue(head.startswith(b"HTTP/1.1 %d " % status), head)
+        self.assertIn(b"\r\nConnection: close", head)
+        self.assertTrue(application.closesClient(request, reply))
+        return head, body
+
+    def test_errorResponses(self):
+        """
+        502 when the target is unavailable, 504 when it timed out or the
+        connection was lost; each has a Content-Length and closes the
+        client.
+        """
+        for error, status in [
+            (TargetUnavailable("refused"), 502),
+            (TargetTimeout("slow"), 504),
+            (TargetLost("gone"), 504),
+            (GatewayError("?"), 502),
+        ]:
+            head, body = self.assertErrorResponse(error, status)
+            self.assertIn(b"\r\nContent-Length: %d" % len(body), head)
+            self.assertTrue(body.startswith(b"%d " % status))
+
+    def test_errorResponseToHead(self):
+        head, body = self.assertErrorResponse(TargetTimeout("slow"), 504, request=HEAD)
+        self.assertEqual(body, b"")
+        self.assertIn(b"Content-Length: ", head)
+
+    def test_closesClient(self):
+        self.assertFalse(application.closesClient(GET, OK))
+        self.assertFalse(application.closesClient(POST, CHUNKED_OK))
+        self.assertTrue(
+            application.closesClient(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", OK)
+        )
+        self.assertFalse(
+            application.closesClient(
+                b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            )
+        )
+        # A response to HEAD without a length does not run to the close.
+        self.assertFalse(application.closesClient(HEAD, b"HTTP/1.1 200 OK\r\n\r\n"))
+        self.assertTrue(application.closesClient(GET, b"HTTP/1.1 200 OK\r\n\r\n"))
+
+    def test_describe(self):
+        self.assertEqual(application.describe(GET), "GET /a?b=c HTTP/1.1")
+        self.assertEqual(application.describe(OK), "HTTP/1.1 200 OK")
+        self.assertEqual(len(application.describe(b"x" * 1000)), 200)
+
+
+# -- property-based tests
+
+_tokens = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_", min_size=1, max_size=12)
+_values = st.binary(max_size=30).map(
+    lambda b: bytes(c for c in b if c not in b"\r\n\x00").strip(b" \t")
+)
+_bodies = st.binary(max_size=200)
+
+
+@st.composite
+def _fields(draw):
+    names = draw(st.lists(_tokens, max_size=4))
+    return b"".join(
+        name.encode() + b":" + draw(st.sampled_from([b"", b" ", b"\t "])) + draw(_values) + b"\r\n"
+        for name in names
+        if name.lower() not in ("content-length", "transfer-encoding", "upgrade", "connection")
+    )
+
+
+@st.composite
+def _chunkedBody(draw):
+    body = draw(_bodies)
+    cuts = sorted(draw(st.lists(st.integers(0, len(body)), max_size=4)))
+    out = []
+    for start, end in zip([0] + cuts, cuts + [len(body)]):
+        if end > start:
+            ext = draw(st.sampled_from([b"", b";a", b";a=b", b' ; q="x y"']))
+            out.append(b"%x%s\r\n%s\r\n" % (end - start, ext, body[start:end]))
+    out.append(b"0" + draw(st.sampled_from([b"", b";end"])) + b"\r\n")
+    return b"".join(out) + draw(_fields()) + b"\r\n"
+
+
+@st.composite
+def requestMessages(draw):
+    method = draw(st.sampled_from([b"GET", b"POST", b"PUT", b"HEAD", b"OPTIONS"]))
+    path = b"/" + draw(_tokens).encode()
+    head = b"%s %s HTTP/1.%d\r\n" % (method, path, draw(st.integers(0, 1))) + draw(_fields())
+    kind = draw(st.sampled_from(["none", "length", "chunked"]))
+    if kind == "none":
+        return head + b"\r\n"
+    if kind == "length" or head.startswith(b"HTTP/1.0", len(method) + len(path) + 2):
+        body = draw(_bodies)
+        return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    return head + b"Transfer-Encoding: chunked\r\n\r\n" + draw(_chunkedBody())
+
+
+@st.composite
+def responseMessages(draw):
+    status = draw(st.sampled_from([100, 103, 200, 201, 204, 304, 404, 500]))
+    head = b"HTTP/1.1 %d Reason\r\n" % status + draw(_fields())
+    if status < 200 or status in (204, 304):
+        return head + b"\r\n"
+    if draw(st.booleans()):
+        body = draw(_bodies)
+        return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    return head + b"Transfer-Encoding: chunked\r\n\r\n" + draw(_chunkedBody())
+
+
+@st.composite
+def splitting(draw, data):
+    cuts = sorted(set(draw(st.lists(st.integers(0, len(data)), max_size=20))))
+    return [data[a:b] for a, b in zip([0] + cuts, cuts + [len(data)])]
+
+
+class PropertyTests(SynchronousTestCase):
+    @settings(max_examples=150, deadline=None)
+    @given(st.lists(requestMessages(), min_size=1, max_size=5), st.data())
+    def test_requestsAnySplit(self, messages, data):
+        """
+        However a stream of valid requests is split into reads, the same
+        requests come out, unchanged.
+        """
+        stream = b"".join(messages)
+        receiver, transport = feed(Requests, *data.draw(splitting(stream)))
+        self.assertEqual(receiver.messages, messages)
+        self.assertEqual(receiver.errors, [])
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.lists(responseMessages(), min_size=1, max_size=5), st.data())
+    def test_responsesAnySplit(self, messages, data):
+        stream = b"".join(messages)
+        receiver, transport = feed(
+            PipelinedResponses, *data.draw(splitting(stream)), request=POST
+        )
+        self.assertEqual(receiver.interims, [m for m in messages if m[9:10] == b"1"])
+        self.assertEqual(receiver.messages, [m for m in messages if m[9:10] != b"1"])
+        self.assertEqual(receiver.errors, [])
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.data())
+    def test_arbitraryBytes(self, data):
+        """
+        Arbitrary bytes, or valid messages with bytes changed, never raise:
+        at most one framing error, after which nothing is delivered, and an
+        incomplete message never holds more than the maximum.
+        """
+        receiverClass = data.draw(st.sampled_from([SmallRequests, SmallResponses]))
+        messages = requestMessages() if receiverClass is SmallRequests else responseMessages()
+        stream = data.draw(st.one_of(st.binary(max_size=600), messages.map(bytes)))
+        stream = bytearray(stream)
+        for position, value in data.draw(
+            st.lists(st.tuples(st.integers(0, 600), st.integers(0, 255)), max_size=3)
+        ):
+            if stream:
+                stream[position % len(stream)] = value
+        receiver, transport = connect(receiverClass)
+        receiver.expectResponseTo(GET)
+        delivered = None
+        for chunk in data.draw(splitting(bytes(stream))):
+            receiver.dataReceived(chunk)
+            self.assertLessEqual(receiver.buffered(), receiverClass.maxMessageSize)
+            if receiver.errors and delivered is None:
+                delivered = len(receiver.messages) + len(receiver.interims)
+        receiver.connectionLost(Failure(ConnectionError()))
+        self.assertLessEqual(len(receiver.errors), 1)
+        if receiver.errors:
+            self.assertEqual(len(receiver.messages) + len(receiver.interims), delivered)
+            self.assertTrue(transport.disconnecting)
+        for message in receiver.messages:
+            self.assertLessEqual(len(message), receiverClass.maxMessageSize)
+
+
+# -- end to end, over real TCP
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+def blob(size, seed):
+    return hashlib.sha256(seed.encode()).digest() * (size // 32) + b"x" * (size % 32)
+
+
+class CountingHandler(http.server.SimpleHTTPRequestHandler):
+    """
+    The standard library's file server in HTTP/1.1 mode, serving the test's
+    directory, plus a POST that answers with the body's length and hash, and
+    C{/noclen/...} that answers its path with no length (so it runs to the
+    close).
+    """
+
+    protocol_version = "HTTP/1.1"
+
+    def __init__(self, request, clientAddress, server):
+        super().__init__(request, clientAddress, server, directory=server.root)
+
+    def setup(self):
+        super().setup()
+        with self.server.lock:
+            self.server.accepted += 1
+            self.server.open += 1
+            self.server.mostOpen = max(self.server.mostOpen, self.server.open)
+
+    def finish(self):
+        super().finish()
+        with self.server.lock:
+            self.server.open -= 1
+
+    def do_GET(self):
+        if self.path.startswith("/noclen/"):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            self.wfile.write(self.path.encode())
+            self.close_connection = True
+            return
+        super().do_GET()
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        answer = b"%d %s %s" % (len(body), hashlib.sha256(body).hexdigest().encode(), self.path.encode())
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, format, *args):
+        pass
+
+
+def startFileServer(testCase):
+    """
+    Python's C{http.server} in a thread, serving a directory of files named
+    after their number; returns the server.
+    """
+    root = testCase.mktemp()
+    os.makedirs(root)
+    for index in range(8):
+        with open(os.path.join(root, f"file{index}.txt"), "wb") as f:
+            f.write(b"file %d\n" % index)
+    with open(os.path.join(root, "big.bin"), "wb") as f:
+        f.write(blob(MIB, "big"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CountingHandler)
+    server.daemon_threads = True
+    server.root = root
+    server.lock = threading.Lock()
+    server.accepted = server.open = server.mostOpen = 0
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+
+    def stop():
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+    testCase.addCleanup(deferToThread, stop)
+    return server
+
+
+def readResponses(sock, count, method="GET"):
+    """
+    Parse C{count} responses arriving one after another on C{sock} with
+    http.client, returning C{(status, headers, body)} for each.
+    """
+
+    class OneFile:
+        """
+        The socket as http.client sees it: every response reads from the
+        same buffered file, which reading one response does not close.
+        """
+
+        def __init__(self):
+            self.file = sock.makefile("rb")
+
+        def makefile(self, mode):
+            return self
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+        def close(self):
+            pass
+
+    source = OneFile()
+    results = []
+    for _ in range(count):
+        response = http.client.HTTPResponse(source, method=method)
+        response.begin()
+        results.append((response.status, response.headers, response.read()))
+    return results
+
+
+def rawExchange(port, data, count, method="GET"):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        return readResponses(sock, count, method)
+
+
+def readAll(sock):
+    chunks = []
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return b"".join(chunks)
+        chunks.append(data)
+
+
+class TwistedWebTests(TestCase):
+    """
+    http.client and curl through tcpmux to twisted.web serving one
+    connection at a time (examples/http_server.py).
+    """
+
+    timeout = 30
+
+    async def setUp(self):
+        self.server, serverPort = await runExample(self, "http_server.py", "--port", "0")
+        self.port, self.multiplexer = await startMultiplexer(self, "http", serverPort)
+
+    def session(self, index):
+        """
+        One keep-alive http.client connection: chunked GETs of its own
+        path, a 204, a 1 MiB upload and a 1 MiB chunked download.
+        """
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            for round_ in range(3):
+                path = f"/echo/client{index}/round{round_}"
+                connection.request("GET", path)
+                response = connection.getresponse()
+                assert response.status == 200, response.status
+                assert response.getheader("Transfer-Encoding") == "chunked"
+                body = response.read()
+                assert body == b"path: " + path.encode() + b"\n", body
+            connection.request("GET", "/empty")
+            response = connection.getresponse()
+            assert (response.status, response.read()) == (204, b"")
+            upload = blob(MIB + index, f"client{index}")
+            connection.request("POST", "/upload", body=upload)
+            response = connection.getresponse()
+            expected = b"%d %s\n" % (len(upload), hashlib.sha256(upload).hexdigest().encode())
+            assert response.read() == expected
+            connection.request("GET", f"/big?size={MIB + index}")
+            response = connection.getresponse()
+            body = response.read()
+            assert len(body) == MIB + index and body[:512] == bytes(range(256)) * 2
+            return index
+        finally:
+            connection.close()
+
+    async def test_manyClientsOneConnection(self):
+        """
+        Six http.client keep-alive clients at once each get their own
+        answers, and twisted.web sees one connection.
+        """
+        results = await gatherResults([deferToThread(self.session, i) for i in range(6)])
+        self.assertEqual(results, list(range(6)))
+        self.assertEqual(self.server.count("accepted connection"), 1)
+        self.assertEqual(self.server.count("refused connection"), 0)
+
+    async def test_pipelined(self):
+        """
+        Three requests sent at once are answered in order.
+        """
+        data = b"".join(
+            b"GET /echo/p%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(3)
+        )
+        results = await deferToThread(rawExchange, self.port, data, 3)
+        self.assertEqual(
+            [(status, body) for status, headers, body in results],
+            [(200, b"path: /echo/p%d\n" % i) for i in range(3)],
+        )
+
+    async def test_curlExpectContinue(self):
+        """
+        curl, sending a 1 MiB POST with Expect: 100-continue, gets exactly
+        one 100 Continue at once (tcpmux's; twisted.web's own is dropped)
+        and then its answer.
+        """
+        path = self.mktemp()
+        upload = blob(MIB, "curl")
+        with open(path, "wb") as f:
+            f.write(upload)
+        started = time.monotonic()
+        out, err, code = await getProcessOutputAndValue(
+            "curl",
+            [
+                "-sS", "-i", "--expect100-timeout", "5",
+                "-H", "Expect: 100-continue",
+                "--data-binary", "@" + path,
+                f"http://127.0.0.1:{self.port}/upload",
+            ],
+            env=os.environ,
+        )
+        self.assertEqual(code, 0, err)
+        self.assertLess(time.monotonic() - started, 4)
+        self.assertEqual(out.count(b"100 Continue"), 1, out)
+        self.assertTrue(out.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"), out)
+        self.assertTrue(
+            out.endswith(b"\r\n\r\n%d %s\n" % (MIB, hashlib.sha256(upload).hexdigest().encode()))
+        )
+
+    async def test_connectAndUpgradeRefused(self):
+        """
+        CONNECT and WebSocket upgrades get 501 and are closed; the target
+        never sees them.
+        """
+
+        def refused(request):
+            with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+                sock.sendall(request)
+                return readAll(sock)
+
+        for request in [
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+            b"GET /echo/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        ]:
+            answer = await deferToThread(refused, request)
+            self.assertTrue(answer.startswith(b"HTTP/1.1 501 Not Implemented\r\n"), answer)
+            self.assertIn(b"\r\nConnection: close\r\n", answer)
+        results = await deferToThread(
+            rawExchange, self.port, b"GET /echo/after HTTP/1.1\r\nHost: x\r\n\r\n", 1
+        )
+        self.assertEqual(results[0][2], b"path: /echo/after\n")
+        self.assertEqual(self.server.count("accepted connection"), 1)
+
+
+class FileServerTests(TestCase):
+    """
+    http.client through tcpmux to Python's http.server in HTTP/1.1 mode.
+    """
+
+    timeout = 30
+
+    async def setUp(self):
+        self.server = startFileServer(self)
+        self.port, self.multiplexer = await startMultiplexer(
+            self, "http", self.server.server_address[1]
+        )
+
+    def session(self, index):
+        """
+        One keep-alive connection: GET and HEAD of its own file, a 304 on
+        If-Modified-Since, a 1 MiB download and a 1 MiB upload.
+        """
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            path = f"/file{index}.txt"
+            for round_ in range(3):
+                connection.request("GET", path)
+                response = connection.getresponse()
+                assert response.read() == b"file %d\n" % index
+            lastModified = response.getheader("Last-Modified")
+            connection.request("HEAD", path)
+            response = connection.getresponse()
+            assert response.status == 200
+            assert response.getheader("Content-Length") == str(len(b"file %d\n" % index))
+            assert response.read() == b""
+            connection.request("GET", path, headers={"If-Modified-Since": lastModified})
+            response = connection.getresponse()
+            assert (response.status, response.read()) == (304, b""), response.status
+            connection.request("GET", "/big.bin")
+            response = connection.getresponse()
+            assert response.read() == blob(MIB, "big")
+            upload = blob(MIB, f"up{index}")
+            connection.request("POST", f"/upload/{index}", body=upload)
+            response = connection.getresponse()
+            assert response.read() == b"%d %s /upload/%d" % (
+                MIB, hashlib.sha256(upload).hexdigest().encode(), index
+            )
+            return index
+        finally:
+            connection.close()
+
+    async def test_manyClientsOneConnection(self):
+        """
+        Six clients at once each get their own answers over the one
+        connection http.server sees.
+        """
+        results = await gatherResults([deferToThread(self.session, i) for i in range(6)])
+        self.assertEqual(results, list(range(6)))
+        self.assertEqual(self.server.accepted, 1)
+
+    async def test_closingResponses(self):
+        """
+        A 404 (http.server says Connection: close) and responses without a
+        length (running to the close) reach the right clients; after each,
+        that client is closed and tcpmux opens a new target connection,
+        never two at once. http.client reconnects by itself.
+        """
+
+        def session(index):
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            seen = []
+            try:
+                for round_ in range(3):
+                    connection.request("GET", f"/missing/{index}/{round_}")
+                    response = connection.getresponse()
+                    seen.append((response.status, response.getheader("Connection")))
+                    response.read()
+                    connection.request("GET", f"/noclen/{index}/{round_}")
+                    response = connection.getresponse()
+                    seen.append((response.status, response.read()))
+                    connection.request("GET", f"/file{index}.txt")
+                    response = connection.getresponse()
+                    seen.append((response.status, response.read()))
+            finally:
+                connection.close()
+            return seen
+
+        results = await gatherResults([deferToThread(session, i) for i in range(5)])
+        for index, seen in enumerate(results):
+            expected = []
+            for round_ in range(3):
+                expected += [
+                    (404, "close"),
+                    (200, b"/noclen/%d/%d" % (index, round_)),
+                    (200, b"file %d\n" % index),
+                ]
+            self.assertEqual(seen, expected)
+        closes = 5 * 3 * 2
+        self.assertIn(self.server.accepted, (closes, closes + 1))
+
+    async def test_pipelined(self):
+        data = b"".join(
+            b"GET /file%d.txt HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in (2, 0, 1)
+        )
+        results = await deferToThread(rawExchange, self.port, data, 3)
+        self.assertEqual([body for _, _, body in results], [b"file 2\n", b"file 0\n", b"file 1\n"])
+
+    async def test_expectContinueRaw(self):
+        """
+        A client that waits for 100 Continue before its body gets one from
+        tcpmux; http.server's own 100 Continue is not passed on, so exactly
+        one arrives before the final response.
+        """
+
+        def exchange():
+            with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+                sock.sendall(
+                    b"POST /upload/e HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+                    b"Expect: 100-continue\r\n\r\n"
+                )
+                interim = b""
+                while not interim.endswith(b"\r\n\r\n"):
+                    interim += sock.recv(1)
+                sock.sendall(b"body")
+                return interim, readResponses(sock, 1, "POST")[0]
+
+        interim, (status, headers, body) = await deferToThread(exchange)
+        self.assertEqual(interim, b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.assertEqual(status, 200)
+        self.assertEqual(body, b"4 %s /upload/e" % hashlib.sha256(b"body").hexdigest().encode())
+
+    async def test_badRequest(self):
+        """
+        A malformed request gets 400 and is closed; another client is
+        unaffected.
+        """
+
+        def bad():
+            with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+                sock.sendall(b"GET /file0.txt HTTP/1.1\r\nHost : x\r\n\r\n")
+                return readAll(sock)
+
+        answer = await deferToThread(bad)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer)
+        results = await deferToThread(
+            rawExchange, self.port, b"GET /file3.txt HTTP/1.1\r\nHost: x\r\n\r\n", 1
+        )
+        self.assertEqual(results[0][2], b"file 3\n")
+
+
+class Silent(Protocol):
+    """
+    Reads requests and never answers.
+    """
+
+    def dataReceived(self, data):
+        pass
+
+
+class GatewayErrorTests(TestCase):
+    timeout = 30
+
+    async def test_targetUnavailable(self):
+        """
+        With nothing listening at the target, a client gets 502 and is
+        closed.
+        """
+        with socket.socket() as unused:
+            unused.bind(("127.0.0.1", 0))
+            port = unused.getsockname()[1]
+        muxPort, _ = await startMultiplexer(self, "http", port, "--retry-delay", "10")
+        results = await deferToThread(rawExchange, muxPort, GET, 1)
+        status, headers, body = results[0]
+        self.assertEqual(status, 502)
+        self.assertEqual(headers["Connection"], "close")
+        self.assertEqual(int(headers["Content-Length"]), len(body))
+
+    async def test_targetTimeout(self):
+        """
+        A target that never answers: the client gets 504 and is closed.
+        """
+        listening = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+            Factory.forProtocol(Silent)
+        )
+        self.addCleanup(listening.stopListening)
+        muxPort, _ = await startMultiplexer(
+            self, "http", listening.getHost().port, "--timeout", "200ms"
+        )
+
+        def exchange():
+            with socket.create_connection(("127.0.0.1", muxPort), timeout=10) as sock:
+                sock.sendall(HEAD)
+                answer = readAll(sock)
+            return answer
+
+        answer = await deferToThread(exchange)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 504 Gateway Timeout\r\n"), answer)
+        self.assertTrue(answer.endswith(b"\r\nConnection: close\r\n\r\n"), answer)
