@@ -12,13 +12,20 @@ with C{roundTrip}, C{start} and C{stop} (L{tcpmux.target.TargetClientFactory}).
 import time
 from collections import deque
 
-from twisted.internet.defer import DeferredLock, fail, succeed
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredLock,
+    fail,
+    succeed,
+)
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tcpmux.errors import GatewayError, TargetUnavailable
+from tcpmux.errors import GatewayError, TargetTimeout, TargetUnavailable
 
 
 def formatAddress(address):
@@ -51,6 +58,15 @@ class ClientSession:
     writePaused = False
     readPaused = False
     gone = False
+    # The round trip of this client's request now queued or in flight.
+    pending = None
+    inFlight = False
+    expired = None
+    submittedAt = sentAt = 0.0
+    idleCall = None
+    lastActive = 0.0
+    received = 0
+    framed = 0
 
     def connectionMade(self):
         self.requests = deque()
@@ -58,7 +74,13 @@ class ClientSession:
         self.transport.registerProducer(self, True)
         self.factory.clientConnected(self)
 
+    def dataReceived(self, data):
+        self.received += len(data)
+        self.lastActive = self.factory.clock.seconds()
+        super().dataReceived(data)
+
     def messageReceived(self, request):
+        self.framed += len(request)
         self.factory.requestReceived(self, request)
 
     def framingError(self, reason, reply=None):
@@ -73,6 +95,12 @@ class ClientSession:
         super().connectionLost(reason)
         self.gone = True
         self.requests.clear()
+        if self.idleCall is not None and self.idleCall.active():
+            self.idleCall.cancel()
+        self.idleCall = None
+        if self.pending is not None and not self.inFlight:
+            # Waiting for its turn: it is never sent.
+            self.pending.cancel()
         self.factory.clientDisconnected(self, reason)
 
     # IPushProducer, for our own transport's write buffer.
@@ -98,15 +126,41 @@ class Multiplexer(ServerFactory):
     @ivar maxQueue: whole requests one client may have waiting before
         tcpmux stops reading from it.
     @ivar maxClients: clients connected at once; more are closed at once.
+    @ivar timeout: seconds a client waits for the answer to a request, from
+        the moment the request is its next one to go (waiting for other
+        clients' round trips, for a connection, and for the target's answer
+        all count); then it gets an error. L{None}: only the target's own
+        timeout applies.
+    @ivar clientTimeout: close a client that sent nothing and had nothing
+        in progress for this many seconds; L{None}: never.
+    @ivar idleClose: release the target connection when no client has
+        been connected for this many seconds; L{None}: keep it.
     """
 
     log = Logger()
     noisy = False  # we log client connects ourselves, with counts
     stopping = False
+    _allGone = None
 
     def __init__(
-        self, application, target, maxQueue=32, maxClients=1024, verbose=False
+        self,
+        application,
+        target,
+        maxQueue=32,
+        maxClients=1024,
+        verbose=False,
+        timeout=None,
+        clientTimeout=None,
+        idleClose=None,
+        clock=None,
     ):
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock = clock
+        self.timeout = timeout
+        self.clientTimeout = clientTimeout
+        self.idleClose = idleClose
+        self._idleCall = None
         self.application = application
         self.target = target
         self.maxQueue = maxQueue
@@ -138,14 +192,78 @@ class Multiplexer(ServerFactory):
             client=client.peer,
             count=len(self.clients),
         )
+        if self._idleCall is not None:
+            released = not self._idleCall.active()
+            if not released:
+                self._idleCall.cancel()
+            self._idleCall = None
+            if released and not self.stopping:
+                # --idle-close released it: open it again now.
+                self.target.start()
+        if self.clientTimeout:
+            client.lastActive = self.clock.seconds()
+            client.idleCall = self.clock.callLater(
+                self.clientTimeout, self._checkIdle, client
+            )
 
     def clientDisconnected(self, client, reason):
         self.clients.discard(client)
+        incomplete = client.received - client.framed
+        if incomplete > 0 and not client.transport.disconnecting:
+            self.log.warn(
+                "Client {client} disconnected ({count} now) in the middle of "
+                "a request: {size} bytes discarded",
+                client=client.peer,
+                count=len(self.clients),
+                size=incomplete,
+            )
+        else:
+            self.log.info(
+                "Client {client} disconnected ({count} now)",
+                client=client.peer,
+                count=len(self.clients),
+            )
+        if not self.clients:
+            self._scheduleIdleClose()
+            if self._allGone is not None:
+                gone, self._allGone = self._allGone, None
+                gone.callback(None)
+
+    def _scheduleIdleClose(self):
+        if self.idleClose and not self.stopping and self._idleCall is None:
+            self._idleCall = self.clock.callLater(self.idleClose, self._idleClosed)
+
+    def _idleClosed(self):
+        # self._idleCall stays set (inactive): the next client re-opens.
         self.log.info(
-            "Client {client} disconnected ({count} now)",
-            client=client.peer,
-            count=len(self.clients),
+            "No client for {idle}s: releasing the connection to target "
+            "{target} (--idle-close)",
+            idle=self.idleClose,
+            target=getattr(self.target, "name", self.target),
         )
+        self.target.release()
+
+    def _checkIdle(self, client):
+        client.idleCall = None
+        if client.gone:
+            return
+        now = self.clock.seconds()
+        quiet = now - client.lastActive
+        if client.busy or client.requests or quiet < self.clientTimeout:
+            client.idleCall = self.clock.callLater(
+                max(self.clientTimeout - quiet, 0.001)
+                if not (client.busy or client.requests)
+                else self.clientTimeout,
+                self._checkIdle,
+                client,
+            )
+            return
+        self.log.warn(
+            "Closing client {client}: idle for {idle}s (--client-timeout)",
+            client=client.peer,
+            idle=self.clientTimeout,
+        )
+        client.transport.loseConnection()
 
     def requestReceived(self, client, request):
         if self.verbose:
@@ -172,12 +290,52 @@ class Multiplexer(ServerFactory):
             client.readPaused = False
             client.transport.resumeProducing()
         client.busy = True
+        if self.stopping:
+            self._answered(
+                fail(TargetUnavailable("tcpmux is stopping")), client, request
+            )
+            return
         # The answer is delivered after the lock is released, so the next
         # client's request is already on its way to the target while this
         # answer is written.
-        self.lock.run(self._send, client, request).addBoth(
-            self._answered, client, request
-        )
+        client.expired = None
+        client.submittedAt = self.clock.seconds()
+        client.pending = pending = self.lock.run(self._send, client, request)
+        if self.timeout:
+            deadline = self.clock.callLater(
+                self.timeout, self._expire, client, pending
+            )
+            pending.addBoth(self._cancelDeadline, deadline)
+        pending.addBoth(self._answered, client, request)
+
+    def _cancelDeadline(self, result, deadline):
+        if deadline.active():
+            deadline.cancel()
+        return result
+
+    def _expire(self, client, pending):
+        """
+        C{client} has waited C{timeout} for its answer: give up on it, and
+        never send its request if it has not gone yet.
+        """
+        now = self.clock.seconds()
+        if not client.inFlight:
+            client.expired = TargetTimeout(
+                f"no answer within {self.timeout}s: still waiting for its "
+                "turn, not sent"
+            )
+        elif getattr(self.target, "connection", True) is None and (
+            now - client.sentAt > client.sentAt - client.submittedAt
+        ):
+            # Most of its time went waiting for a connection.
+            client.expired = TargetUnavailable(
+                f"no connection to the target within {self.timeout}s"
+            )
+        else:
+            client.expired = TargetTimeout(
+                f"no response from the target within {self.timeout}s"
+            )
+        pending.cancel()
 
     def _send(self, client, request):
         if client.gone:
@@ -185,13 +343,18 @@ class Multiplexer(ServerFactory):
             return succeed(None)
         if self.stopping:
             return fail(TargetUnavailable("tcpmux is stopping"))
+        client.inFlight = True
+        client.sentAt = self.clock.seconds()
         if self.verbose:
             client.started = time.monotonic()
-            return self.target.roundTrip(request, client.transport.write)
         return self.target.roundTrip(request, client.transport.write)
 
     def _answered(self, response, client, request):
         client.busy = False
+        client.inFlight = False
+        client.pending = None
+        if self.clientTimeout:
+            client.lastActive = self.clock.seconds()
         if client.gone:
             if response is not None and self.verbose:
                 self.log.debug(
@@ -200,6 +363,9 @@ class Multiplexer(ServerFactory):
                 )
             return
         if not isinstance(response, bytes):
+            if response.check(CancelledError) and client.expired is not None:
+                response = Failure(client.expired)
+            client.expired = None
             error = response.value
             if response.check(GatewayError):
                 self.log.warn(
@@ -243,23 +409,49 @@ class Multiplexer(ServerFactory):
     # -- lifecycle
 
     def start(self):
+        """
+        Open the target connection now, eagerly, so that a device's one
+        connection slot is held before the first client arrives.
+        """
         self.target.start()
+        if not self.clients:
+            self._scheduleIdleClose()
+            if self._allGone is not None:
+                gone, self._allGone = self._allGone, None
+                gone.callback(None)
 
     def stop(self, timeout, clock):
         """
         Finish (or fail, after C{timeout}) the round trip in flight, then
-        close every client and the target connection.
+        close the target connection and every client.
         """
         # Requests still queued fail at once instead of being sent.
         self.stopping = True
+        if self._idleCall is not None and self._idleCall.active():
+            self._idleCall.cancel()
+        self._idleCall = None
         drained = self.lock.acquire()
         drained.addTimeout(timeout, clock)
         drained.addErrback(lambda failure: None)
+        # Closing the target fails a round trip still in flight, so its
+        # client gets its error before it is closed.
+        drained.addCallback(lambda ignored: self.target.stop())
 
-        def closeAll(ignored):
+        def closeClients(ignored):
+            # Wait until every client is really gone, so that answers and
+            # errors already written are flushed before the reactor stops
+            # (and drops whatever is still buffered).
+            if not self.clients:
+                return None
+            self._allGone = gone = Deferred()
             for client in list(self.clients):
                 client.requests.clear()
                 client.transport.loseConnection()
-            return self.target.stop()
 
-        return drained.addCallback(closeAll)
+            def abort(failure):
+                for client in list(self.clients):
+                    client.transport.abortConnection()
+
+            return gone.addTimeout(timeout, clock).addErrback(abort)
+
+        return drained.addCallback(closeClients)

@@ -41,7 +41,10 @@ class Options(usage.Options):
          "The target: host:port, [v6addr]:port, or a Twisted client endpoint "
          "string (tcp:host=10.0.0.5:port=502, unix:path=/run/dev.sock)."],
         ["timeout", None, 60.0,
-         "Connect timeout, and how long to wait for each response.",
+         "Connect timeout, and the longest a client waits for the answer "
+         "to a request once it is the client's next to go (waiting for its "
+         "turn, for a connection and for the target all count); then it "
+         "gets an error and the target connection is renewed.",
          parseDuration],
         ["delay", None, 0.0,
          "Wait this long after every (re)connect to the target before "
@@ -56,6 +59,13 @@ class Options(usage.Options):
          "stops reading that client until its queue drains.", parseCount],
         ["max-clients", None, 1024,
          "Clients connected at once; another is closed at once.", parseCount],
+        ["client-timeout", None, 0.0,
+         "Close a client that sent nothing and waited for nothing this long "
+         "(0: never).", parseDuration],
+        ["idle-close", None, 0.0,
+         "Close the target connection once no client has been connected "
+         "this long, and re-open it when one connects (0: keep it open; it "
+         "is opened at start either way).", parseDuration],
     ]
 
     optFlags = [
@@ -121,5 +131,10 @@ def makeService(options):
         maxQueue=options["max-queue"],
         maxClients=options["max-clients"],
         verbose=options["verbose"],
+        timeout=options["timeout"],
+        clientTimeout=options["client-timeout"] or None,
+        idleClose=options["idle-close"] or None,
     )
-    return MultiplexerService(listenDescription(options["listen"]), multiplexer)
+    return MultiplexerService(
+        listenDescription(options["listen"]), multiplexer, exitCleanlyOnSIGTERM=True
+    )

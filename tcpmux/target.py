@@ -89,9 +89,12 @@ class TargetSession:
         Write C{request}; the result fires with the whole response, or fails
         with L{TargetTimeout} or L{TargetLost}.
 
+        Cancelling the result abandons the request: the connection is
+        renewed, since its answer may still come and must reach no one.
+
         @param interim: called with each interim response (HTTP 1xx).
         """
-        self.pending = response = Deferred()
+        self.pending = response = Deferred(canceller=self._abandon)
         self._interim = interim
         self.expectResponseTo(request)
         self._timer = self.factory.clock.callLater(self.factory.timeout, self._timedOut)
@@ -132,7 +135,28 @@ class TargetSession:
             target=self.factory.name,
             timeout=self.factory.timeout,
         )
-        self._fail(TargetTimeout(f"no response within {self.factory.timeout}s"))
+        # Take the request off this connection, then stop offering the
+        # connection, and only then fail the request: its failure lets the
+        # next request go, which must find no connection but a new one.
+        pending, self.pending = self.pending, None
+        self.factory.renew(self)
+        if pending is not None:
+            pending.errback(
+                Failure(TargetTimeout(f"no response within {self.factory.timeout}s"))
+            )
+
+    def _abandon(self, pending):
+        if self.pending is not pending:
+            return
+        self.pending = None
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self.log.warn(
+            "Gave up waiting for target {target}'s response; "
+            "renewing the connection",
+            target=self.factory.name,
+        )
         self.factory.renew(self)
 
     def _fail(self, exception):
@@ -200,15 +224,37 @@ class TargetClientFactory(ReconnectingClientFactory):
         self._lastReason = None
         self._waiting = deque()
         self._stopped = None
+        self._released = False
 
     # -- what the multiplexer uses
 
     def start(self):
         """
-        Open the connection now, and keep it open.
+        Open the connection now, and keep it open. Does nothing if it is
+        already open or being opened.
         """
         self.continueTrying = 1
-        self._connectNow()
+        self._released = False
+        if self._session is None and not self._connecting:
+            self.resetDelay()
+            self._lastFailure = None
+            self._connectNow()
+
+    def release(self):
+        """
+        Close the connection and stop reconnecting until L{start} is called
+        again (C{--idle-close}: nobody is using it, and the device may need
+        its one connection slot back).
+        """
+        self.stopTrying()
+        self._released = True
+        self._failWaiting("the connection to the target was released")
+        if self._session is not None:
+            self.log.info(
+                "Releasing the connection to target {target}: no client",
+                target=self.name,
+            )
+            self._session.transport.loseConnection()
 
     def stop(self):
         """
@@ -221,7 +267,11 @@ class TargetClientFactory(ReconnectingClientFactory):
         if self._session is None:
             return succeed(None)
         stopped = self._stopped = Deferred()
-        self._session.transport.loseConnection()
+        if self._session.pending is not None:
+            # Nothing to flush that anyone will get an answer to.
+            self._session.transport.abortConnection()
+        else:
+            self._session.transport.loseConnection()
         return stopped
 
     def roundTrip(self, request, interim=None):
@@ -245,7 +295,10 @@ class TargetClientFactory(ReconnectingClientFactory):
         if self.connection is not None:
             return succeed(self.connection)
         if not self.continueTrying:
-            return fail(TargetUnavailable("tcpmux is stopping"))
+            if self._released:
+                self.start()
+            else:
+                return fail(TargetUnavailable("tcpmux is stopping"))
         if not self._connecting and self._session is None:
             if (
                 self._lastFailure is not None
@@ -320,6 +373,9 @@ class TargetClientFactory(ReconnectingClientFactory):
             stopped, self._stopped = self._stopped, None
             self.log.info("Closed the connection to target {target}", target=self.name)
             stopped.callback(None)
+            return
+        if self._released:
+            self.log.info("Closed the connection to target {target}", target=self.name)
             return
         self.log.info(
             "Lost the connection to target {target}: {reason}",
