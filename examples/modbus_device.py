@@ -1,7 +1,7 @@
 """
 A simulated Modbus TCP device that, like a real inverter dongle, serves only
 ONE connection at a time: a second connection is closed at once while the
-first is open.
+first is open (--max-connections raises the limit).
 
 It is pymodbus's own Modbus TCP server with a 1000-register holding block
 shared by every function code for any unit id.
@@ -26,14 +26,15 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 class OneConnectionServer(ModbusTcpServer):
     """
-    A pymodbus TCP server that closes any connection made while another is
-    open.
+    A pymodbus TCP server that closes any connection made while
+    C{maxConnections} (by default one) are open.
     """
 
     accepted = 0
+    maxConnections = 1
 
     def handle_new_connection(self):
-        if self.active_connections:
+        if len(self.active_connections) >= self.maxConnections:
             return _Refuse()
         self.accepted += 1
         return super().handle_new_connection()
@@ -56,7 +57,7 @@ def makeDevice(size=1000):
     )
 
 
-async def serve(host, port):
+async def serve(host, port, maxConnections=1):
     def onConnect(connected):
         if connected:
             print(f"accepted connection {server.accepted}", flush=True)
@@ -66,6 +67,7 @@ async def serve(host, port):
     server = OneConnectionServer(
         makeDevice(), address=(host, port), trace_connect=onConnect
     )
+    server.maxConnections = maxConnections
     await server.serve_forever(background=True)
     sockets = server.transport.sockets
     print(f"listening on {host}:{sockets[0].getsockname()[1]}", flush=True)
@@ -76,9 +78,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5502, help="0 picks a free port")
+    parser.add_argument(
+        "--max-connections", type=int, default=1,
+        help="connections served at once (default 1, like a dongle)",
+    )
     args = parser.parse_args(argv)
     try:
-        asyncio.run(serve(args.host, args.port))
+        asyncio.run(serve(args.host, args.port, args.max_connections))
     except KeyboardInterrupt:
         pass
 

@@ -16,7 +16,9 @@ from twisted.internet.defer import (
     CancelledError,
     Deferred,
     DeferredLock,
+    DeferredSemaphore,
     fail,
+    gatherResults,
     succeed,
 )
 from twisted.internet.interfaces import IPushProducer
@@ -26,6 +28,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tcpmux.errors import GatewayError, TargetTimeout, TargetUnavailable
+from tcpmux.target import noDelay
+from tcpmux.writing import writeNow
 
 
 def formatAddress(address):
@@ -71,12 +75,14 @@ class ClientSession:
     def connectionMade(self):
         self.requests = deque()
         self.peer = formatAddress(self.transport.getPeer())
+        noDelay(self.transport)
         self.transport.registerProducer(self, True)
         self.factory.clientConnected(self)
 
     def dataReceived(self, data):
         self.received += len(data)
-        self.lastActive = self.factory.clock.seconds()
+        if self.factory.clientTimeout:
+            self.lastActive = self.factory.clock.seconds()
         super().dataReceived(data)
 
     def messageReceived(self, request):
@@ -166,7 +172,13 @@ class Multiplexer(ServerFactory):
         self.maxQueue = maxQueue
         self.maxClients = maxClients
         self.verbose = verbose
-        self.lock = DeferredLock()
+        # One round trip at a time, or as many as the target can carry at
+        # once (--connections, --pipeline).
+        self.concurrency = getattr(target, "concurrency", 1)
+        if self.concurrency == 1:
+            self.lock = DeferredLock()
+        else:
+            self.lock = DeferredSemaphore(self.concurrency)
         self.clients = set()
         self.protocol = type(
             "ClientConnection", (ClientSession, application.requestReceiver), {}
@@ -384,7 +396,7 @@ class Multiplexer(ServerFactory):
             response = reply
         elif self.verbose:
             self._dump("response to", client, response)
-        client.transport.write(response)
+        writeNow(client.transport, response)
         if self.application.closesClient(request, response):
             client.requests.clear()
             client.transport.loseConnection()
@@ -430,7 +442,10 @@ class Multiplexer(ServerFactory):
         if self._idleCall is not None and self._idleCall.active():
             self._idleCall.cancel()
         self._idleCall = None
-        drained = self.lock.acquire()
+        # Every slot of the lock or semaphore: no round trip in flight.
+        drained = gatherResults(
+            [self.lock.acquire() for _ in range(self.concurrency)]
+        )
         drained.addTimeout(timeout, clock)
         drained.addErrback(lambda failure: None)
         # Closing the target fails a round trip still in flight, so its

@@ -20,6 +20,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tcpmux.errors import TargetLost, TargetTimeout
+from tcpmux.target import noDelay
+from tcpmux.writing import writeNow
 
 ID_SPACE = 0x10000
 
@@ -38,6 +40,7 @@ class PipelinedTargetSession:
         self.inFlight = {}
         self._lastId = 0
         self.pipelining = self.factory.application.pipelining
+        noDelay(self.transport)
         self.factory.targetConnected(self)
 
     @property
@@ -46,12 +49,14 @@ class PipelinedTargetSession:
 
     def roundTrip(self, request, interim=None):
         wireId = self._allocate()
-        response = Deferred()
-        timer = self.factory.clock.callLater(
-            self.factory.timeout, self._timedOut, wireId
-        )
+        response = Deferred(canceller=lambda d: self._abandon(wireId))
+        timer = None
+        if self.factory.responseTimeout:
+            timer = self.factory.clock.callLater(
+                self.factory.responseTimeout, self._timedOut, wireId
+            )
         self.inFlight[wireId] = (response, request, timer)
-        self.transport.write(self.pipelining.requestWithId(request, wireId))
+        writeNow(self.transport, self.pipelining.requestWithId(request, wireId))
         return response
 
     def _allocate(self):
@@ -74,7 +79,8 @@ class PipelinedTargetSession:
             )
             return
         pending, request, timer = entry
-        timer.cancel()
+        if timer is not None:
+            timer.cancel()
         pending.callback(self.pipelining.responseFor(response, request))
 
     def interimReceived(self, message):
@@ -85,17 +91,39 @@ class PipelinedTargetSession:
         entry = self.inFlight.pop(wireId, None)
         if entry is None:
             return
+        timeout = self.factory.responseTimeout
         self.log.warn(
             "No response from target {target} within {timeout}s; renewing the "
             "connection",
             target=self.factory.name,
-            timeout=self.factory.timeout,
+            timeout=timeout,
         )
-        entry[0].errback(
-            Failure(TargetTimeout(f"no response within {self.factory.timeout}s"))
-        )
-        self._failAll(TargetLost("the connection was renewed after a timeout"))
+        # Stop offering the connection before any failure lets another
+        # request go.
+        others, self.inFlight = self.inFlight, {}
         self.factory.renew(self)
+        entry[0].errback(Failure(TargetTimeout(f"no response within {timeout}s")))
+        self._failAll(TargetLost("the connection was renewed after a timeout"), others)
+
+    def _abandon(self, wireId):
+        """
+        Whoever asked gave up on C{wireId}'s answer: it may still come, with
+        an id that could be reused, so the connection is renewed and the
+        other round trips on it fail.
+        """
+        entry = self.inFlight.pop(wireId, None)
+        if entry is None:
+            return
+        if entry[2] is not None and entry[2].active():
+            entry[2].cancel()
+        self.log.warn(
+            "Gave up waiting for target {target}'s response; renewing the "
+            "connection",
+            target=self.factory.name,
+        )
+        others, self.inFlight = self.inFlight, {}
+        self.factory.renew(self)
+        self._failAll(TargetLost("the connection was renewed after a timeout"), others)
 
     def framingError(self, reason, reply=None):
         self.log.error(
@@ -104,13 +132,15 @@ class PipelinedTargetSession:
             target=self.factory.name,
             reason=reason,
         )
-        self._failAll(TargetLost(f"unframeable response: {reason}"))
+        others, self.inFlight = self.inFlight, {}
         self.factory.renew(self)
+        self._failAll(TargetLost(f"unframeable response: {reason}"), others)
 
-    def _failAll(self, exception):
-        inFlight, self.inFlight = self.inFlight, {}
+    def _failAll(self, exception, inFlight=None):
+        if inFlight is None:
+            inFlight, self.inFlight = self.inFlight, {}
         for pending, request, timer in inFlight.values():
-            if timer.active():
+            if timer is not None and timer.active():
                 timer.cancel()
             pending.errback(Failure(exception))
 

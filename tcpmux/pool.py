@@ -36,6 +36,10 @@ class TargetPool:
     def stop(self):
         return gatherResults([factory.stop() for factory in self.factories])
 
+    def release(self):
+        for factory in self.factories:
+            factory.release()
+
     def roundTrip(self, request, interim=None):
         factory = self._choose()
         self._load[factory] += 1

@@ -16,6 +16,7 @@ from tcpmux.config import (
     targetEndpoint,
 )
 from tcpmux.multiplexer import Multiplexer
+from tcpmux.pool import TargetPool
 from tcpmux.service import MultiplexerService
 from tcpmux.target import TargetClientFactory
 
@@ -59,6 +60,15 @@ class Options(usage.Options):
          "stops reading that client until its queue drains.", parseCount],
         ["max-clients", None, 1024,
          "Clients connected at once; another is closed at once.", parseCount],
+        ["connections", None, 1,
+         "Connections to keep to the target, for targets that accept more "
+         "than one; round trips are spread over them, each connection "
+         "still carrying one at a time.", parseCount],
+        ["pipeline", None, 1,
+         "Requests in flight at once on each target connection (modbus "
+         "only; the device must answer pipelined requests: most do not). "
+         "Transaction ids are rewritten to be unique on the connection and "
+         "mapped back to each client's own.", parseCount],
         ["client-timeout", None, 0.0,
          "Close a client that sent nothing and waited for nothing this long "
          "(0: never).", parseDuration],
@@ -107,24 +117,42 @@ class Options(usage.Options):
             raise usage.UsageError(str(e))
         if self["timeout"] <= 0:
             raise usage.UsageError("--timeout must be more than 0")
+        application = protocols.get(self["protocol"])
+        if self["pipeline"] > 1 and application.pipelining is None:
+            raise usage.UsageError(
+                f"--pipeline needs a protocol whose responses name the request "
+                f"they answer (modbus); {application.name} has none"
+            )
 
 
 def makeService(options):
     """
-    One L{MultiplexerService}: C{--listen} -> C{--target}.
+    One L{MultiplexerService}: C{--listen} -> C{--target}, over one target
+    connection or a L{TargetPool} of C{--connections}.
     """
     from twisted.internet import reactor
 
     application = protocols.get(options["protocol"])
-    target = TargetClientFactory(
-        targetEndpoint(reactor, options["target"], options["timeout"]),
-        application,
-        name=options["target"],
-        timeout=options["timeout"],
-        delay=options["delay"],
-        retryDelay=options["retry-delay"],
-        maxRetryDelay=options["max-retry-delay"],
-    )
+    # The multiplexer enforces --timeout on every request and cancels the
+    # round trip when it expires; the target needs no timer of its own.
+    targets = [
+        TargetClientFactory(
+            targetEndpoint(reactor, options["target"], options["timeout"]),
+            application,
+            name=options["target"],
+            timeout=options["timeout"],
+            delay=options["delay"],
+            retryDelay=options["retry-delay"],
+            maxRetryDelay=options["max-retry-delay"],
+            responseTimeout=None,
+            pipeline=options["pipeline"],
+        )
+        for _ in range(options["connections"])
+    ]
+    if len(targets) == 1:
+        target = targets[0]
+    else:
+        target = TargetPool(targets, capacity=options["pipeline"])
     multiplexer = Multiplexer(
         application,
         target,

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tcpmux.errors import TargetLost, TargetTimeout, TargetUnavailable
+from tcpmux.writing import writeNow
 
 
 class EndpointConnector:
@@ -82,6 +83,7 @@ class TargetSession:
     _timer = None
 
     def connectionMade(self):
+        noDelay(self.transport)
         self.factory.targetConnected(self)
 
     def roundTrip(self, request, interim=None):
@@ -97,8 +99,11 @@ class TargetSession:
         self.pending = response = Deferred(canceller=self._abandon)
         self._interim = interim
         self.expectResponseTo(request)
-        self._timer = self.factory.clock.callLater(self.factory.timeout, self._timedOut)
-        self.transport.write(request)
+        if self.factory.responseTimeout:
+            self._timer = self.factory.clock.callLater(
+                self.factory.responseTimeout, self._timedOut
+            )
+        writeNow(self.transport, request)
         return response
 
     def messageReceived(self, response):
@@ -109,8 +114,10 @@ class TargetSession:
                 size=len(response),
             )
             return
-        self.pending = None
-        self._timer.cancel()
+        self.pending = self._interim = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         pending.callback(response)
 
     def interimReceived(self, message):
@@ -124,8 +131,7 @@ class TargetSession:
             target=self.factory.name,
             reason=reason,
         )
-        self._fail(TargetLost(f"unframeable response: {reason}"))
-        self.factory.renew(self)
+        self._giveUp(TargetLost(f"unframeable response: {reason}"))
 
     def _timedOut(self):
         self._timer = None
@@ -133,25 +139,25 @@ class TargetSession:
             "No response from target {target} within {timeout}s; "
             "renewing the connection",
             target=self.factory.name,
-            timeout=self.factory.timeout,
+            timeout=self.factory.responseTimeout,
         )
+        self._giveUp(
+            TargetTimeout(f"no response within {self.factory.responseTimeout}s")
+        )
+
+    def _giveUp(self, exception):
         # Take the request off this connection, then stop offering the
         # connection, and only then fail the request: its failure lets the
         # next request go, which must find no connection but a new one.
-        pending, self.pending = self.pending, None
+        pending = self._takePending()
         self.factory.renew(self)
         if pending is not None:
-            pending.errback(
-                Failure(TargetTimeout(f"no response within {self.factory.timeout}s"))
-            )
+            pending.errback(Failure(exception))
 
     def _abandon(self, pending):
         if self.pending is not pending:
             return
-        self.pending = None
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._takePending()
         self.log.warn(
             "Gave up waiting for target {target}'s response; "
             "renewing the connection",
@@ -159,20 +165,39 @@ class TargetSession:
         )
         self.factory.renew(self)
 
-    def _fail(self, exception):
-        pending = self.pending
-        if pending is not None:
-            self.pending = None
-            if self._timer is not None and self._timer.active():
+    def _takePending(self):
+        pending, self.pending, self._interim = self.pending, None, None
+        if self._timer is not None:
+            if self._timer.active():
                 self._timer.cancel()
-            pending.errback(Failure(exception))
+            self._timer = None
+        return pending
 
     def connectionLost(self, reason):
         # The receiver may still complete a response that runs to the end
         # of the connection (HTTP without a length) before we fail it.
         super().connectionLost(reason)
-        self._fail(TargetLost("the connection to the target closed"))
+        pending = self._takePending()
+        if pending is not None:
+            pending.errback(Failure(TargetLost("the connection to the target closed")))
         self.factory.targetLost(self, reason)
+
+
+def noDelay(transport):
+    """
+    Turn Nagle's algorithm off where the transport has it: messages are
+    written whole, at once, and wait for an answer, so delaying a small
+    write for more data only adds latency.
+    """
+    setTcpNoDelay = getattr(transport, "setTcpNoDelay", None)
+    if setTcpNoDelay is not None:
+        try:
+            setTcpNoDelay(True)
+        except OSError:
+            pass
+
+
+SAME_AS_TIMEOUT = object()
 
 
 class TargetClientFactory(ReconnectingClientFactory):
@@ -186,7 +211,13 @@ class TargetClientFactory(ReconnectingClientFactory):
     failed less than C{retryDelay} ago, in which case it fails at once with
     L{TargetUnavailable} rather than waiting.
 
-    @ivar connection: the ready L{TargetSession}, or L{None}.
+    @ivar connection: the ready session, or L{None}.
+    @ivar timeout: seconds a connection attempt, or waiting for one, may take.
+    @ivar responseTimeout: seconds to wait for each response before giving
+        up and renewing the connection; L{None} when whoever asks enforces
+        its own deadline by cancelling the round trip (the multiplexer does).
+    @ivar concurrency: round trips this connection carries at once: 1, or
+        with C{pipeline}, that many (for protocols that offer pipelining).
     """
 
     log = Logger()
@@ -202,14 +233,32 @@ class TargetClientFactory(ReconnectingClientFactory):
         retryDelay=1.0,
         maxRetryDelay=30.0,
         clock=None,
+        responseTimeout=SAME_AS_TIMEOUT,
+        pipeline=1,
     ):
         if clock is None:
             from twisted.internet import reactor as clock
-        self.protocol = type(
-            "TargetConnection", (TargetSession, application.responseReceiver), {}
-        )
+        self.application = application
+        if pipeline > 1:
+            if application.pipelining is None:
+                raise ValueError(f"{application.name} cannot be pipelined")
+            from tcpmux.pipeline import PipelinedTargetSession
+
+            self.protocol = type(
+                "PipelinedTargetConnection",
+                (PipelinedTargetSession, application.pipelining.responseReceiver),
+                {},
+            )
+        else:
+            self.protocol = type(
+                "TargetConnection", (TargetSession, application.responseReceiver), {}
+            )
+        self.concurrency = pipeline
         self.name = name
         self.timeout = timeout
+        if responseTimeout is SAME_AS_TIMEOUT:
+            responseTimeout = timeout
+        self.responseTimeout = responseTimeout
         self.readyDelay = delay
         self.initialDelay = self.delay = retryDelay
         self.maxDelay = max(maxRetryDelay, retryDelay)

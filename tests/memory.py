@@ -19,8 +19,8 @@ class MemoryTarget:
     by a L{MemoryReactorClock}, and completes or refuses them on demand.
     """
 
-    def __init__(self, application, **options):
-        self.reactor = MemoryReactorClock()
+    def __init__(self, application, reactor=None, **options):
+        self.reactor = reactor if reactor is not None else MemoryReactorClock()
         endpoint = TCP4ClientEndpoint(self.reactor, "192.0.2.1", 502)
         options.setdefault("timeout", 10.0)
         self.factory = TargetClientFactory(
@@ -31,14 +31,23 @@ class MemoryTarget:
     def pendingAttempts(self):
         return len(self.reactor.tcpClients) - self.attempts
 
+    def _latestAttempt(self):
+        # Several targets may share one reactor: find this factory's latest
+        # attempt (the endpoint wraps our factory).
+        for index in range(len(self.reactor.tcpClients) - 1, -1, -1):
+            wrapping = self.reactor.tcpClients[index][2]
+            if getattr(wrapping, "_wrappedFactory", None) is self.factory:
+                self.attempts = len(self.reactor.tcpClients)
+                return wrapping
+        raise AssertionError("no connection attempt")
+
     def accept(self):
         """
         Complete the latest connection attempt; return the target-side
         transport (what tcpmux writes to the target appears in its
         C{value()}) and the session protocol.
         """
-        wrapping = self.reactor.tcpClients[-1][2]
-        self.attempts = len(self.reactor.tcpClients)
+        wrapping = self._latestAttempt()
         protocol = wrapping.buildProtocol(IPv4Address("TCP", "192.0.2.1", 502))
         transport = StringTransportWithDisconnection()
         transport.protocol = protocol
@@ -46,8 +55,7 @@ class MemoryTarget:
         return transport, self.factory._session
 
     def refuse(self):
-        wrapping = self.reactor.tcpClients[-1][2]
-        self.attempts = len(self.reactor.tcpClients)
+        wrapping = self._latestAttempt()
         wrapping.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
 
 
