@@ -31,3 +31,10 @@ class TargetLost(TargetTimeout):
     The connection to the target closed, or the target sent something that
     could not be framed, before the whole response arrived.
     """
+
+
+class TargetProtocolError(TargetLost):
+    """
+    The target sent bytes that cannot be framed as a response: the
+    connection is renewed, and the client told the target misbehaved.
+    """

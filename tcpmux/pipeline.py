@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tcpmux.errors import TargetLost, TargetTimeout
+from tcpmux.errors import TargetLost, TargetProtocolError, TargetTimeout
 from tcpmux.target import noDelay
 from tcpmux.writing import writeNow
 
@@ -134,7 +134,7 @@ class PipelinedTargetSession:
         )
         others, self.inFlight = self.inFlight, {}
         self.factory.renew(self)
-        self._failAll(TargetLost(f"unframeable response: {reason}"), others)
+        self._failAll(TargetProtocolError(f"unframeable response: {reason}"), others)
 
     def _failAll(self, exception, inFlight=None):
         if inFlight is None:

@@ -17,7 +17,12 @@ from twisted.internet.protocol import ReconnectingClientFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tcpmux.errors import TargetLost, TargetTimeout, TargetUnavailable
+from tcpmux.errors import (
+    TargetLost,
+    TargetProtocolError,
+    TargetTimeout,
+    TargetUnavailable,
+)
 from tcpmux.writing import writeNow
 
 
@@ -131,7 +136,7 @@ class TargetSession:
             target=self.factory.name,
             reason=reason,
         )
-        self._giveUp(TargetLost(f"unframeable response: {reason}"))
+        self._giveUp(TargetProtocolError(f"unframeable response: {reason}"))
 
     def _timedOut(self):
         self._timer = None

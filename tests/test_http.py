@@ -25,7 +25,13 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tcpmux import protocols
-from tcpmux.errors import GatewayError, TargetLost, TargetTimeout, TargetUnavailable
+from tcpmux.errors import (
+    GatewayError,
+    TargetLost,
+    TargetProtocolError,
+    TargetTimeout,
+    TargetUnavailable,
+)
 from tcpmux.framing import MessageReceiver
 from tcpmux.protocols.http import (
     HTTPRequestReceiver,
@@ -676,6 +682,7 @@ class ApplicationTests(SynchronousTestCase):
             (TargetUnavailable("refused"), 502),
             (TargetTimeout("slow"), 504),
             (TargetLost("gone"), 504),
+            (TargetProtocolError("garbage"), 502),
             (GatewayError("?"), 502),
         ]:
             head, body = self.assertErrorResponse(error, status)

@@ -45,7 +45,7 @@ from types import MappingProxyType
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 
-from tcpmux.errors import TargetTimeout, TargetUnavailable
+from tcpmux.errors import TargetProtocolError, TargetTimeout, TargetUnavailable
 from tcpmux.framing import ApplicationProtocol, MessageReceiver
 
 # How a body is delimited, besides a byte count.
@@ -632,13 +632,16 @@ class HTTP(ApplicationProtocol):
 
     def errorResponse(self, request, error):
         """
-        502 when there is no connection to the target, 504 when it did not
-        answer in time or closed mid-response. Both say C{Connection: close}
+        502 when there is no connection to the target or it sent something
+        that is not a valid response, 504 when it did not answer in time or
+        closed mid-response. Both say C{Connection: close}
         and the client is closed: requests it pipelined behind the failed
         one can no longer be answered in a way it could trust.
         """
         if isinstance(error, TargetUnavailable):
             status, explanation = 502, "the target cannot be reached"
+        elif isinstance(error, TargetProtocolError):
+            status, explanation = 502, "the target sent an invalid response"
         elif isinstance(error, TargetTimeout):
             status, explanation = 504, "the target did not send a whole response"
         else:
