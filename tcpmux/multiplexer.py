@@ -59,6 +59,7 @@ class ClientSession:
 
     log = Logger()
     busy = False
+    lastWords = None
     writePaused = False
     readPaused = False
     gone = False
@@ -93,6 +94,12 @@ class ClientSession:
         self.log.warn(
             "Closing client {client}: {reason}", client=self.peer, reason=reason
         )
+        if self.busy or self.requests:
+            # Whole requests that came before the bad bytes are answered
+            # first, in order; then the reply (an HTTP 400, say) and close.
+            self.lastWords = reply or b""
+            self.transport.pauseProducing()
+            return
         if reply:
             self.transport.write(reply)
         self.transport.loseConnection()
@@ -400,8 +407,12 @@ class Multiplexer(ServerFactory):
         if self.application.closesClient(request, response):
             client.requests.clear()
             client.transport.loseConnection()
-        elif client.requests and not client.writePaused:
-            self._submit(client)
+        elif client.requests:
+            if not client.writePaused:
+                self._submit(client)
+        elif client.lastWords is not None:
+            client.transport.write(client.lastWords)
+            client.transport.loseConnection()
 
     def _dump(self, what, client, message):
         timing = ""

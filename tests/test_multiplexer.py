@@ -7,6 +7,7 @@ and target in memory.
 from twisted.trial.unittest import SynchronousTestCase
 
 from tcpmux.protocols.echo import application as echo
+from tcpmux.protocols.http import application as http
 from tcpmux.protocols.modbus import application as modbus
 from tests.memory import connectClient, memoryMultiplexer
 
@@ -130,6 +131,20 @@ class QueueTests(SynchronousTestCase):
         self.answer()
         self.assertEqual(bTransport.value(), line("b1"))
 
+    def test_framingErrorAfterWholeRequests(self):
+        """
+        Whole requests that came before bad bytes are answered first, in
+        order; then the client is closed.
+        """
+        a, aTransport = connectClient(self.multiplexer, 1)
+        a.dataReceived(line("a1") + line("a2") + b"x" * 70000)
+        self.assertTrue(aTransport.connected)
+        self.answer()
+        self.assertTrue(aTransport.connected)
+        self.answer()
+        self.assertEqual(aTransport.value(), line("a1") + line("a2"))
+        self.assertFalse(aTransport.connected)
+
     def test_maxClients(self):
         """
         A client over C{maxClients} is refused.
@@ -138,6 +153,26 @@ class QueueTests(SynchronousTestCase):
         connectClient(self.multiplexer, 1)
         connectClient(self.multiplexer, 2)
         self.assertIsNone(self.multiplexer.buildProtocol(None))
+
+
+class HTTPOrderTests(SynchronousTestCase):
+    def test_badRequestAnsweredAfterEarlierOnes(self):
+        """
+        An HTTP client that pipelines a good request and then a malformed
+        one gets the good request's response first, then its 400.
+        """
+        multiplexer, target = memoryMultiplexer(http)
+        multiplexer.start()
+        targetTransport, _ = target.accept()
+        client, transport = connectClient(multiplexer)
+        good = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+        client.dataReceived(good + b"NOT HTTP AT ALL\r\n\r\n")
+        self.assertEqual(targetTransport.value(), good)
+        self.assertEqual(transport.value(), b"")
+        ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        targetTransport.protocol.dataReceived(ok)
+        self.assertTrue(transport.value().startswith(ok + b"HTTP/1.1 400 "))
+        self.assertFalse(transport.connected)
 
 
 class GatewayErrorTests(SynchronousTestCase):
