@@ -67,6 +67,7 @@ class ClientSession:
     pending = None
     inFlight = False
     expired = None
+    submittedAt = sentAt = 0.0
     idleCall = None
     lastActive = 0.0
     received = 0
@@ -317,6 +318,7 @@ class Multiplexer(ServerFactory):
         # client's request is already on its way to the target while this
         # answer is written.
         client.expired = None
+        client.submittedAt = self.clock.seconds()
         client.pending = pending = self.lock.run(self._send, client, request)
         if self.timeout:
             deadline = self.clock.callLater(
@@ -335,14 +337,16 @@ class Multiplexer(ServerFactory):
         C{client} has waited C{timeout} for its answer: give up on it, and
         never send its request if it has not gone yet.
         """
+        now = self.clock.seconds()
         if not client.inFlight:
             client.expired = TargetTimeout(
                 f"no answer within {self.timeout}s: still waiting for its "
                 "turn, not sent"
             )
-        elif getattr(self.target, "connection", True) is None:
-            # Its turn came, but no connection did: a request written on a
-            # connection that then closed would have failed already.
+        elif getattr(self.target, "connection", True) is None and (
+            now - client.sentAt > client.sentAt - client.submittedAt
+        ):
+            # Most of its time went waiting for a connection.
             client.expired = TargetUnavailable(
                 f"no connection to the target within {self.timeout}s"
             )
@@ -359,6 +363,7 @@ class Multiplexer(ServerFactory):
         if self.stopping:
             return fail(TargetUnavailable("tcpmux is stopping"))
         client.inFlight = True
+        client.sentAt = self.clock.seconds()
         if self.verbose:
             client.started = time.monotonic()
         return self.target.roundTrip(request, client.transport.write)
