@@ -155,6 +155,36 @@ class QueueTests(SynchronousTestCase):
         self.assertIsNone(self.multiplexer.buildProtocol(None))
 
 
+class VerboseTests(SynchronousTestCase):
+    def test_hexDumpsAndTiming(self):
+        """
+        With C{verbose}, every request and response is logged as a hex
+        dump, the response with the round trip's time; without it, neither.
+        """
+        from twisted.logger import globalLogPublisher
+
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        for verbose in (False, True):
+            del events[:]
+            multiplexer, target = memoryMultiplexer(modbus)
+            multiplexer.verbose = verbose
+            multiplexer.start()
+            targetTransport, _ = target.accept()
+            client, transport = connectClient(multiplexer)
+            client.dataReceived(b"\x00\x01\x00\x00\x00\x06\x01\x03\x00\x00\x00\x01")
+            targetTransport.protocol.dataReceived(b"\x00\x01\x00\x00\x00\x05\x01\x03\x02\x00\x2a")
+            dumps = [e for e in events if "hex" in e]
+            if not verbose:
+                self.assertEqual(dumps, [])
+                continue
+            self.assertEqual([e["what"] for e in dumps], ["request from", "response to"])
+            self.assertEqual(dumps[0]["hex"], "00 01 00 00 00 06 01 03 00 00 00 01")
+            self.assertEqual(dumps[0]["summary"], "tid=0001 unit=1 fc=3")
+            self.assertIn(" ms", dumps[1]["timing"])
+
+
 class HTTPOrderTests(SynchronousTestCase):
     def test_badRequestAnsweredAfterEarlierOnes(self):
         """

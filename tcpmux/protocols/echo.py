@@ -27,6 +27,8 @@ class LineMessageReceiver(LineOnlyReceiver, MessageReceiver):
         self.messageReceived(line + b"\n")
 
     def lineLengthExceeded(self, line):
+        # Hold on to none of it: the connection is closing.
+        self._buffer = b""
         self.framingError(f"line longer than {self.MAX_LENGTH} bytes")
 
 
