@@ -14,28 +14,8 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from tcpmux.protocols.echo import LineMessageReceiver
-from tcpmux.protocols.modbus import ModbusTCPReceiver
-
-
-class Recorder:
-    def __init__(self):
-        self.messages = []
-        self.errors = []
-
-    def messageReceived(self, message):
-        self.messages.append(message)
-
-    def framingError(self, reason, reply=None):
-        self.errors.append(reason)
-        self.transport.loseConnection()
-
-
-class RecordingLines(Recorder, LineMessageReceiver):
-    pass
-
-
-class RecordingADUs(Recorder, ModbusTCPReceiver):
-    pass
+from tests.test_echo import RecordingLineReceiver as RecordingLines
+from tests.test_modbus import RecordingRequests as RecordingADUs
 
 
 def chunked(data, cuts):
@@ -52,7 +32,6 @@ def feed(receiverClass, chunks):
     closing), checking the buffer bound after every read.
     """
     receiver = receiverClass()
-    receiver.__init__()
     transport = StringTransport()
     receiver.makeConnection(transport)
     for chunk in chunks:
