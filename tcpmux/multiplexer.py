@@ -44,6 +44,55 @@ def formatAddress(address):
     return f"{host}:{address.port}"
 
 
+class RepeatedFailures:
+    """
+    Logs failed requests without flooding: the first failure of a kind is
+    logged at once; the same failure again within C{window} seconds is
+    counted, and the count logged once when the window ends. (A device that
+    is down, polled by fifty clients, would otherwise write thousands of
+    identical lines a second.)
+    """
+
+    def __init__(self, log, clock, window=10.0):
+        self.log = log
+        self.clock = clock
+        self.window = window
+        self._windows = {}
+
+    def failed(self, client, error):
+        key = (type(error), str(error))
+        window = self._windows.get(key)
+        if window is not None:
+            window[1] += 1
+            return
+        self.log.warn(
+            "Request from {client} failed: {error}", client=client, error=error
+        )
+        call = self.clock.callLater(self.window, self._flush, key)
+        self._windows[key] = [call, 0, error]
+
+    def _flush(self, key):
+        call, count, error = self._windows.pop(key)
+        if count:
+            self.log.warn(
+                "{count} more requests failed the same way in the last "
+                "{window}s: {error}",
+                count=count,
+                window=self.window,
+                error=error,
+            )
+
+    def flushAll(self):
+        """
+        Log what is still counted, now (tcpmux is stopping).
+        """
+        for key in list(self._windows):
+            call = self._windows[key][0]
+            if call.active():
+                call.cancel()
+            self._flush(key)
+
+
 @implementer(IPushProducer)
 class ClientSession:
     """
@@ -186,6 +235,7 @@ class Multiplexer(ServerFactory):
             self.lock = DeferredLock()
         else:
             self.lock = DeferredSemaphore(self.concurrency)
+        self.failures = RepeatedFailures(self.log, self.clock)
         self.clients = set()
         self.protocol = type(
             "ClientConnection", (ClientSession, application.requestReceiver), {}
@@ -387,11 +437,7 @@ class Multiplexer(ServerFactory):
             client.expired = None
             error = response.value
             if response.check(GatewayError):
-                self.log.warn(
-                    "Request from {client} failed: {error}",
-                    client=client.peer,
-                    error=error,
-                )
+                self.failures.failed(client.peer, error)
             else:
                 self.log.failure(
                     "Request from {client} failed", response, client=client.peer
@@ -480,4 +526,8 @@ class Multiplexer(ServerFactory):
 
             return gone.addTimeout(timeout, clock).addErrback(abort)
 
-        return drained.addCallback(closeClients)
+        def flush(result):
+            self.failures.flushAll()
+            return result
+
+        return drained.addCallback(closeClients).addBoth(flush)

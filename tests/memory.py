@@ -74,5 +74,5 @@ def connectClient(multiplexer, port=40000):
 
 def memoryMultiplexer(application, **targetOptions):
     target = MemoryTarget(application, **targetOptions)
-    multiplexer = Multiplexer(application, target.factory)
+    multiplexer = Multiplexer(application, target.factory, clock=target.reactor)
     return multiplexer, target

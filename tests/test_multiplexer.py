@@ -155,6 +155,42 @@ class QueueTests(SynchronousTestCase):
         self.assertIsNone(self.multiplexer.buildProtocol(None))
 
 
+class RepeatedFailureLogTests(SynchronousTestCase):
+    def test_floodSummarized(self):
+        """
+        With the target refusing, the first failed request is logged at
+        once; the same failure again within the window is counted and
+        logged as one summary line when the window ends. Every client still
+        gets its own error response.
+        """
+        from twisted.logger import globalLogPublisher
+
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        multiplexer, target = memoryMultiplexer(modbus)
+        multiplexer.start()
+        target.refuse()
+        request = b"\x00\x01\x00\x00\x00\x06\x01\x03\x00\x00\x00\x01"
+        clients = [connectClient(multiplexer, 1 + n) for n in range(5)]
+        for client, _ in clients:
+            client.dataReceived(request)
+        for _, transport in clients:
+            self.assertEqual(transport.value(), b"\x00\x01\x00\x00\x00\x03\x01\x83\x0a")
+
+        def failureLines():
+            return [
+                e["log_format"] for e in events
+                if "failed" in e.get("log_format", "")
+            ]
+
+        self.assertEqual(failureLines(), ["Request from {client} failed: {error}"])
+        target.reactor.advance(multiplexer.failures.window)
+        self.assertEqual(len(failureLines()), 2)
+        summary = [e for e in events if "count" in e and "failed" in e["log_format"]]
+        self.assertEqual(summary[0]["count"], 4)
+
+
 class VerboseTests(SynchronousTestCase):
     def test_hexDumpsAndTiming(self):
         """
