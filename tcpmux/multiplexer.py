@@ -416,7 +416,8 @@ class Multiplexer(ServerFactory):
         client.sentAt = self.clock.seconds()
         if self.verbose:
             client.started = time.monotonic()
-        return self.target.roundTrip(request, client.transport.write)
+        deadline = client.submittedAt + self.timeout if self.timeout else None
+        return self.target.roundTrip(request, client.transport.write, deadline)
 
     def _answered(self, response, client, request):
         client.busy = False

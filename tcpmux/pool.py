@@ -40,10 +40,10 @@ class TargetPool:
         for factory in self.factories:
             factory.release()
 
-    def roundTrip(self, request, interim=None):
+    def roundTrip(self, request, interim=None, deadline=None):
         factory = self._choose()
         self._load[factory] += 1
-        result = factory.roundTrip(request, interim)
+        result = factory.roundTrip(request, interim, deadline)
         result.addBoth(self._done, factory)
         return result
 

@@ -204,6 +204,10 @@ def noDelay(transport):
 
 SAME_AS_TIMEOUT = object()
 
+# The fraction of the timeout a request must still have when its turn to be
+# written comes (see TargetClientFactory.roundTrip).
+LATE = 0.1
+
 
 class TargetClientFactory(ReconnectingClientFactory):
     """
@@ -328,18 +332,41 @@ class TargetClientFactory(ReconnectingClientFactory):
             self._session.transport.loseConnection()
         return stopped
 
-    def roundTrip(self, request, interim=None):
+    def roundTrip(self, request, interim=None, deadline=None):
         """
         Send C{request} to the target once a connection is ready.
 
+        @param deadline: the clock time at which whoever asks gives up, or
+            L{None}. A request with less than L{LATE} of the timeout left
+            when its turn to be written comes is failed with
+            L{TargetTimeout} instead: its answer would most likely come
+            after the deadline, and a late answer costs the connection.
+            (Without this, requests queued during an outage would each be
+            written on the new connection, expire and renew it again, one
+            after the other.)
         @return: a L{Deferred} that fires with the whole response, or fails
             with a L{tcpmux.errors.GatewayError}.
         """
-        if self.connection is not None:
-            return self.connection.roundTrip(request, interim)
+        connection = self.connection
+        if connection is not None:
+            if deadline is None:
+                return connection.roundTrip(request, interim)
+            return self._sendInTime(connection, request, interim, deadline)
         return self.whenReady().addCallback(
-            lambda connection: connection.roundTrip(request, interim)
+            self._sendInTime, request, interim, deadline
         )
+
+    def _sendInTime(self, connection, request, interim, deadline):
+        if deadline is not None:
+            left = deadline - self.clock.seconds()
+            if left < self.timeout * LATE:
+                return fail(
+                    TargetTimeout(
+                        f"not sent: less than {self.timeout * LATE:.3g}s of its "
+                        "time was left when its turn came"
+                    )
+                )
+        return connection.roundTrip(request, interim)
 
     def whenReady(self):
         """

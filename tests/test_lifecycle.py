@@ -193,7 +193,7 @@ class FakeTarget:
 
         return succeed(None)
 
-    def roundTrip(self, request, interim=None):
+    def roundTrip(self, request, interim=None, deadline=None):
         d = Deferred()
         self.pending.append((request, d))
         return d

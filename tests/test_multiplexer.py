@@ -258,6 +258,29 @@ class GatewayErrorTests(SynchronousTestCase):
         self.assertTrue(transport.connected)
         self.assertEqual(target.pendingAttempts(), 1)
 
+    def test_tooLateToSend(self):
+        """
+        A request whose connection comes back with less than a tenth of its
+        timeout left is not written (its answer would come too late and
+        cost the new connection): the client gets 0x0B. The next request
+        goes out on that connection.
+        """
+        multiplexer, target = memoryMultiplexer(modbus, timeout=2.0)
+        multiplexer.timeout = 2.0
+        multiplexer.start()
+        first, _ = target.accept()
+        first.loseConnection()
+        client, transport = connectClient(multiplexer)
+        client.dataReceived(b"\x00\x01\x00\x00\x00\x06\x01\x03\x00\x00\x00\x01")
+        self.assertEqual(target.pendingAttempts(), 1)
+        target.reactor.advance(1.85)
+        second, _ = target.accept()
+        self.assertEqual(second.value(), b"")
+        self.assertEqual(transport.value(), b"\x00\x01\x00\x00\x00\x03\x01\x83\x0b")
+        transport.clear()
+        client.dataReceived(b"\x00\x02\x00\x00\x00\x06\x01\x03\x00\x00\x00\x01")
+        self.assertEqual(second.value(), b"\x00\x02\x00\x00\x00\x06\x01\x03\x00\x00\x00\x01")
+
     def test_modbusUnavailable(self):
         """
         With the target refusing, a Modbus client gets exception 0x0A at once.
