@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_framing -*-
+# -*- test-case-name: tests.test_multiplexer -*-
 """
 The contract between the multiplexer and an application protocol.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_pipeline -*-
+# -*- test-case-name: tests.test_concurrency -*-
 """
 More than one round trip in flight on one target connection.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_pool -*-
+# -*- test-case-name: tests.test_concurrency -*-
 """
 Several connections to one target, for targets that accept more than one.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_service -*-
+# -*- test-case-name: tests.test_lifecycle -*-
 """
 One listener -> target pair as a Twisted service.
 """

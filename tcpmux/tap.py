@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tap -*-
+# -*- test-case-name: tests.test_config -*-
 """
 C{twistd tcpmux}: command-line options and the service they describe.
 """

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_protocols -*-
+# -*- test-case-name: tests.test_config -*-
 """
 The application protocols tcpmux can frame, by name.
 
