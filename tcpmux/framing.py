@@ -74,6 +74,96 @@ class MessageReceiver(Protocol):
         """
 
 
+class BadFrame(Exception):
+    """
+    Raised by L{FrameReceiver.frameSize}: these bytes can never start a
+    valid frame. Its message is the reason given to L{framingError}.
+    """
+
+
+class FrameReceiver(MessageReceiver):
+    """
+    Base of framers whose frames announce their own size in their first
+    bytes (a length field, a function code): the buffering loop lives here,
+    the wire format in three small hooks.
+
+      - L{frameSize}: the size of the frame starting at an offset, as soon
+        as enough bytes are there to tell; a header that can never be valid
+        is refused at once, not waited on.
+      - L{checkFrame}: a whole frame's own check (a CRC), if any.
+      - L{frameReceived}: a whole, good frame; passed to L{messageReceived}
+        by default.
+
+    After a framing error nothing more is ever delivered, from this read or
+    a later one, even if the connection is aborted rather than closed.
+    """
+
+    _buffer = b""
+    _refused = False
+
+    def dataReceived(self, data):
+        if self._refused:
+            return
+        if self._buffer:
+            data = self._buffer + data
+        size = len(data)
+        start = 0
+        while start < size:
+            try:
+                frameSize = self.frameSize(data, start, size)
+            except BadFrame as e:
+                self._refuse(str(e))
+                return
+            if frameSize is None:
+                break
+            end = start + frameSize
+            if end > size:
+                break
+            # The common case is one whole frame per read: pass it uncopied.
+            frame = data if start == 0 and end == size else data[start:end]
+            problem = self.checkFrame(frame)
+            if problem is not None:
+                self._refuse(problem)
+                return
+            self.frameReceived(frame)
+            start = end
+            if self.transport is None or self.transport.disconnecting:
+                # The hook closed this connection (or it was closed under
+                # it): deliver nothing more from what is buffered.
+                self._buffer = b""
+                return
+        self._buffer = data[start:] if start else data
+
+    def _refuse(self, reason):
+        self._buffer = b""
+        self._refused = True
+        self.framingError(reason)
+
+    def frameSize(self, data, start, end):
+        """
+        Override this: the size of the frame at C{data[start:end]}, or
+        L{None} while more bytes are needed to tell.
+
+        @raise BadFrame: if no valid frame can start there.
+        """
+        raise NotImplementedError()
+
+    def checkFrame(self, frame):
+        """
+        Override to check a whole frame before it is passed on.
+
+        @return: L{None} if it is good, else the reason it is not.
+        """
+        return None
+
+    def frameReceived(self, frame):
+        """
+        One whole, good frame arrived; by default it is passed to
+        L{messageReceived}.
+        """
+        self.messageReceived(frame)
+
+
 class ApplicationProtocol:
     """
     Describes one application protocol to the multiplexer.

@@ -18,7 +18,7 @@ from struct import pack
 from twisted.logger import Logger
 
 from tcpmux.errors import TargetUnavailable
-from tcpmux.framing import ApplicationProtocol, MessageReceiver
+from tcpmux.framing import ApplicationProtocol, BadFrame, FrameReceiver
 
 HEADER_SIZE = 6  # transaction id, protocol id, length; the unit id is counted in length
 MIN_LENGTH = 2  # unit id + function code
@@ -29,7 +29,7 @@ GATEWAY_PATH_UNAVAILABLE = 0x0A
 GATEWAY_TARGET_FAILED_TO_RESPOND = 0x0B
 
 
-class ModbusTCPReceiver(MessageReceiver):
+class ModbusTCPReceiver(FrameReceiver):
     """
     Cuts a byte stream into Modbus TCP ADUs (MBAP header + PDU) and calls
     L{frameReceived} with each, header included.
@@ -43,75 +43,26 @@ class ModbusTCPReceiver(MessageReceiver):
     minLength = MIN_LENGTH
     maxLength = MAX_LENGTH
     maxMessageSize = HEADER_SIZE + MAX_LENGTH
-    _buffer = b""
-    _refused = False
 
-    def dataReceived(self, data):
-        if self._refused:
-            return
-        if self._buffer:
-            data = self._buffer + data
-        size = len(data)
-        start = 0
-        # Validate each header field as soon as its bytes are here: a bad
-        # header is refused at once instead of waiting for a body that would
-        # never make it valid.
-        while size - start >= 4:
-            if data[start + 2] or data[start + 3]:
-                self._refuse(
-                    "{} protocol id is {}, not 0".format(
-                        self.wireName, data[start + 2] << 8 | data[start + 3]
-                    )
+    def frameSize(self, data, start, end):
+        # Each header field is checked as soon as its bytes are here.
+        if end - start < 4:
+            return None
+        if data[start + 2] or data[start + 3]:
+            raise BadFrame(
+                "{} protocol id is {}, not 0".format(
+                    self.wireName, data[start + 2] << 8 | data[start + 3]
                 )
-                return
-            if size - start < HEADER_SIZE:
-                break
-            length = data[start + 4] << 8 | data[start + 5]
-            if not self.minLength <= length <= self.maxLength:
-                self._refuse(
-                    f"{self.wireName} length field is {length}, "
-                    f"not {self.minLength}..{self.maxLength}"
-                )
-                return
-            end = start + HEADER_SIZE + length
-            if end > size:
-                break
-            # The common case is one whole ADU per read: pass it on uncopied.
-            frame = data if start == 0 and end == size else data[start:end]
-            problem = self.checkFrame(frame)
-            if problem is not None:
-                self._refuse(problem)
-                return
-            self.frameReceived(frame)
-            start = end
-            if self.transport is None or self.transport.disconnecting:
-                # The hook closed this connection (or it was closed under
-                # it): deliver nothing more from what is buffered.
-                self._buffer = b""
-                return
-        self._buffer = data[start:] if start else data
-
-    def _refuse(self, reason):
-        # Once refused, a stream is never framed again: whatever follows in
-        # this read or later ones is dropped, even if the connection is
-        # aborted rather than closed.
-        self._buffer = b""
-        self._refused = True
-        self.framingError(reason)
-
-    def checkFrame(self, frame):
-        """
-        Override to check a whole frame before it is passed on.
-
-        @return: L{None} if it is good, else the reason it is not.
-        """
-        return None
-
-    def frameReceived(self, adu):
-        """
-        One whole ADU arrived; by default it is passed to L{messageReceived}.
-        """
-        self.messageReceived(adu)
+            )
+        if end - start < HEADER_SIZE:
+            return None
+        length = data[start + 4] << 8 | data[start + 5]
+        if not self.minLength <= length <= self.maxLength:
+            raise BadFrame(
+                f"{self.wireName} length field is {length}, "
+                f"not {self.minLength}..{self.maxLength}"
+            )
+        return HEADER_SIZE + length
 
 
 class ModbusResponseReceiver(ModbusTCPReceiver):
@@ -167,6 +118,16 @@ def exceptionResponse(request, code):
     return request[:4] + pack(">HBBB", 3, request[6], request[7] | 0x80, code)
 
 
+def gatewayExceptionCode(error):
+    """
+    The exception code a gateway answers a failed round trip with: 0x0A
+    when there is no connection to the target, 0x0B when it did not answer.
+    """
+    if isinstance(error, TargetUnavailable):
+        return GATEWAY_PATH_UNAVAILABLE
+    return GATEWAY_TARGET_FAILED_TO_RESPOND
+
+
 def describeADU(adu):
     """
     C{tid=0001 unit=1 fc=3} for verbose logs.
@@ -182,9 +143,7 @@ class Modbus(ApplicationProtocol):
     pipelining = TransactionIds()
 
     def errorResponse(self, request, error):
-        if isinstance(error, TargetUnavailable):
-            return exceptionResponse(request, GATEWAY_PATH_UNAVAILABLE)
-        return exceptionResponse(request, GATEWAY_TARGET_FAILED_TO_RESPOND)
+        return exceptionResponse(request, gatewayExceptionCode(error))
 
     def describe(self, message):
         return describeADU(message)

@@ -19,17 +19,15 @@ a gateway exception response in the same format.
 
 from struct import pack
 
-from tcpmux.errors import TargetUnavailable
 from tcpmux.framing import ApplicationProtocol
 from tcpmux.protocols.crc import checkCRC, crcBytes
 from tcpmux.protocols.modbus import (
-    GATEWAY_PATH_UNAVAILABLE,
-    GATEWAY_TARGET_FAILED_TO_RESPOND,
     HEADER_SIZE,
     ModbusResponseReceiver,
     ModbusTCPReceiver,
     describeADU,
     exceptionResponse,
+    gatewayExceptionCode,
 )
 
 MIN_LENGTH = 4  # unit id + function code + CRC
@@ -82,9 +80,7 @@ class ModbusRTUOverTCP(ApplicationProtocol):
     responseReceiver = ModbusRTUOverTCPResponseReceiver
 
     def errorResponse(self, request, error):
-        if isinstance(error, TargetUnavailable):
-            return exceptionFrame(request, GATEWAY_PATH_UNAVAILABLE)
-        return exceptionFrame(request, GATEWAY_TARGET_FAILED_TO_RESPOND)
+        return exceptionFrame(request, gatewayExceptionCode(error))
 
     def describe(self, message):
         return describeADU(message)

@@ -44,24 +44,14 @@ logged. A failed round trip is answered with an RTU exception frame: 0x0A
 
 from twisted.logger import Logger
 
-from tcpmux.errors import TargetUnavailable
-from tcpmux.framing import ApplicationProtocol, MessageReceiver
+from tcpmux.framing import ApplicationProtocol, BadFrame, FrameReceiver
 from tcpmux.protocols.crc import checkCRC, crcBytes, withCRC
-from tcpmux.protocols.modbus import (
-    GATEWAY_PATH_UNAVAILABLE,
-    GATEWAY_TARGET_FAILED_TO_RESPOND,
-)
+from tcpmux.protocols.modbus import gatewayExceptionCode
 
 MAX_FRAME = 256
 EXCEPTION_FRAME = 5  # address, function code | 0x80, exception code, CRC
 READ_DEVICE_ID = 0x2B
 MEI_READ_DEVICE_ID = 0x0E
-
-
-class Unframeable(Exception):
-    """
-    These bytes can never start a valid frame.
-    """
 
 
 def counted(offset, fixed, width=1):
@@ -86,7 +76,7 @@ def deviceIdRequestSize(data, start, end):
     if end - start < 3:
         return None
     if data[start + 2] != MEI_READ_DEVICE_ID:
-        raise Unframeable(f"MEI type {data[start + 2]} is not supported")
+        raise BadFrame(f"MEI type {data[start + 2]} is not supported")
     return 7
 
 
@@ -100,7 +90,7 @@ def deviceIdResponseSize(data, start, end):
     if end - start < 3:
         return None
     if data[start + 2] != MEI_READ_DEVICE_ID:
-        raise Unframeable(f"MEI type {data[start + 2]} is not supported")
+        raise BadFrame(f"MEI type {data[start + 2]} is not supported")
     if end - start < 8:
         return None
     offset = start + 8
@@ -162,7 +152,7 @@ RESPONSE_SIZES.update(
 )
 
 
-class RTUReceiver(MessageReceiver):
+class RTUReceiver(FrameReceiver):
     """
     Cuts a byte stream into RTU frames using the size rules in L{sizes},
     checks each CRC, and calls L{frameReceived} with each good frame.
@@ -172,76 +162,28 @@ class RTUReceiver(MessageReceiver):
 
     maxMessageSize = MAX_FRAME
     sizes = {}
-    _buffer = b""
-    _refused = False
-
-    def dataReceived(self, data):
-        if self._refused:
-            return
-        if self._buffer:
-            data = self._buffer + data
-        size = len(data)
-        start = 0
-        while start < size:
-            try:
-                frameSize = self.frameSize(data, start, size)
-            except Unframeable as e:
-                self._refuse(str(e))
-                return
-            if frameSize is None:
-                break
-            if frameSize > MAX_FRAME:
-                self._refuse(
-                    f"function code {data[start + 1]} frame of {frameSize} "
-                    f"bytes is longer than {MAX_FRAME}"
-                )
-                return
-            end = start + frameSize
-            if end > size:
-                break
-            frame = data if start == 0 and end == size else data[start:end]
-            if not checkCRC(frame):
-                self._refuse(
-                    "bad CRC: got {}, computed {}".format(
-                        frame[-2:].hex(), crcBytes(frame[:-2]).hex()
-                    )
-                )
-                return
-            self.frameReceived(frame)
-            start = end
-            if self.transport is None or self.transport.disconnecting:
-                self._buffer = b""
-                return
-        self._buffer = data[start:] if start else data
 
     def frameSize(self, data, start, end):
-        """
-        The size of the frame at C{start}, or L{None} if more bytes are
-        needed to tell.
-
-        @raise Unframeable: if no frame can start there.
-        """
         if end - start < 2:
             return None
         code = data[start + 1]
         rule = self.sizes.get(code)
         if rule is None:
-            raise Unframeable(f"unknown function code {code}")
-        if rule.__class__ is int:
-            return rule
-        return rule(data, start, end)
+            raise BadFrame(f"unknown function code {code}")
+        size = rule if rule.__class__ is int else rule(data, start, end)
+        if size is not None and size > MAX_FRAME:
+            raise BadFrame(
+                f"function code {code} frame of {size} bytes is longer than "
+                f"{MAX_FRAME}"
+            )
+        return size
 
-    def frameReceived(self, frame):
-        """
-        One whole frame arrived; by default it is passed to
-        L{messageReceived}.
-        """
-        self.messageReceived(frame)
-
-    def _refuse(self, reason):
-        self._buffer = b""
-        self._refused = True
-        self.framingError(reason)
+    def checkFrame(self, frame):
+        if checkCRC(frame):
+            return None
+        return "bad CRC: got {}, computed {}".format(
+            frame[-2:].hex(), crcBytes(frame[:-2]).hex()
+        )
 
 
 class RTURequestReceiver(RTUReceiver):
@@ -254,7 +196,7 @@ class RTURequestReceiver(RTUReceiver):
 
     def frameSize(self, data, start, end):
         if not data[start]:
-            raise Unframeable(
+            raise BadFrame(
                 "broadcast requests (address 0) get no response and cannot "
                 "be multiplexed"
             )
@@ -312,9 +254,7 @@ class ModbusSerial(ApplicationProtocol):
     responseReceiver = RTUResponseReceiver
 
     def errorResponse(self, request, error):
-        if isinstance(error, TargetUnavailable):
-            return exceptionFrame(request, GATEWAY_PATH_UNAVAILABLE)
-        return exceptionFrame(request, GATEWAY_TARGET_FAILED_TO_RESPOND)
+        return exceptionFrame(request, gatewayExceptionCode(error))
 
     def describe(self, message):
         return f"address={message[0]} fc={message[1]}"

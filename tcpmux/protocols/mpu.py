@@ -17,7 +17,7 @@ keep-alive that is dropped in both directions, and a client whose round
 trip fails is closed.
 """
 
-from tcpmux.framing import ApplicationProtocol, MessageReceiver
+from tcpmux.framing import ApplicationProtocol, BadFrame, FrameReceiver
 from tcpmux.protocols.iso8583 import describeMessage
 
 HEADER_SIZE = 4
@@ -25,7 +25,7 @@ MAX_LENGTH = 9999
 _DIGITS = b"0123456789"
 
 
-class ASCIILengthReceiver(MessageReceiver):
+class ASCIILengthReceiver(FrameReceiver):
     """
     Cuts a byte stream into messages that each start with a 4-digit ASCII
     decimal length, and passes each on header included; empty ones
@@ -33,44 +33,22 @@ class ASCIILengthReceiver(MessageReceiver):
     """
 
     maxMessageSize = HEADER_SIZE + MAX_LENGTH
-    _buffer = b""
-    _refused = False
 
-    def dataReceived(self, data):
-        if self._refused:
-            return
-        if self._buffer:
-            data = self._buffer + data
-        size = len(data)
-        start = 0
-        while start < size:
-            header = data[start : start + HEADER_SIZE]
-            if not header.isdigit():
-                # isdigit() is ASCII-only on bytes: a sign, a space or any
-                # other byte is refused; a partial header waits if what is
-                # here so far is digits.
-                bad = header.lstrip(_DIGITS)
-                if bad:
-                    self._buffer = b""
-                    self._refused = True
-                    self.framingError(
-                        f"length header byte {bad[:1]!r} is not an ASCII digit"
-                    )
-                    return
-                break
-            end = start + HEADER_SIZE + int(header)
-            if end > size:
-                break
-            if end > start + HEADER_SIZE:
-                # The common case is one whole message per read: uncopied.
-                self.messageReceived(
-                    data if start == 0 and end == size else data[start:end]
-                )
-                if self.transport is None or self.transport.disconnecting:
-                    self._buffer = b""
-                    return
-            start = end
-        self._buffer = data[start:] if start else data
+    def frameSize(self, data, start, end):
+        header = data[start : start + HEADER_SIZE]
+        if header.isdigit():
+            return HEADER_SIZE + int(header)
+        # isdigit() is ASCII-only on bytes: a sign, a space or any other
+        # byte is refused; a partial header waits if what is here so far is
+        # digits.
+        bad = header.lstrip(_DIGITS)
+        if bad:
+            raise BadFrame(f"length header byte {bad[:1]!r} is not an ASCII digit")
+        return None
+
+    def frameReceived(self, frame):
+        if len(frame) > HEADER_SIZE:
+            self.messageReceived(frame)
 
 
 class MPU(ApplicationProtocol):
