@@ -6,34 +6,20 @@ tcpmux to a one-connection echo server.
 import socket
 
 from twisted.internet.defer import gatherResults
-from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tcpmux.protocols.echo import LineMessageReceiver, application
+from tests.framers import Recording, feed
 from tests.support import runExample, startMultiplexer
 
 
-class RecordingLineReceiver(LineMessageReceiver):
-    def __init__(self):
-        self.messages = []
-        self.errors = []
-
-    def messageReceived(self, message):
-        self.messages.append(message)
-
-    def framingError(self, reason, reply=None):
-        self.errors.append(reason)
-        LineMessageReceiver.framingError(self, reason, reply)
+class RecordingLineReceiver(Recording, LineMessageReceiver):
+    pass
 
 
 def receiverWith(*chunks):
-    receiver = RecordingLineReceiver()
-    transport = StringTransport()
-    receiver.makeConnection(transport)
-    for chunk in chunks:
-        receiver.dataReceived(chunk)
-    return receiver, transport
+    return feed(RecordingLineReceiver, *chunks)
 
 
 class LineFramingTests(SynchronousTestCase):

@@ -16,7 +16,6 @@ from twisted.internet.defer import gatherResults
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -24,6 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tcpmux import protocols
 from tcpmux.errors import TargetLost, TargetTimeout, TargetUnavailable
 from tcpmux.protocols.iso8583 import ISO8583Receiver, application
+from tests.framers import Recording, bytewise, chunked, feed, feedLikeAReactor
 from tests.support import EXAMPLES, ROOT, childEnvironment, runExample, startMultiplexer
 
 
@@ -36,23 +36,6 @@ PURCHASE = framed(b"0200" + b"x" * 300)
 KEEPALIVE = b"\x00\x00"
 
 
-class Recording:
-    """
-    Records what a receiver delivers and which framing errors it reports.
-    """
-
-    def __init__(self):
-        self.messages = []
-        self.errors = []
-
-    def messageReceived(self, message):
-        self.messages.append(message)
-
-    def framingError(self, reason, reply=None):
-        self.errors.append(reason)
-        self.transport.loseConnection()
-
-
 class RecordingReceiver(Recording, ISO8583Receiver):
     pass
 
@@ -60,19 +43,6 @@ class RecordingReceiver(Recording, ISO8583Receiver):
 class SmallReceiver(RecordingReceiver):
     MAX_LENGTH = 100
     maxMessageSize = 102
-
-
-def feed(receiverClass, *chunks):
-    receiver = receiverClass()
-    transport = StringTransport()
-    receiver.makeConnection(transport)
-    for chunk in chunks:
-        receiver.dataReceived(chunk)
-    return receiver, transport
-
-
-def bytewise(data):
-    return [data[i : i + 1] for i in range(len(data))]
 
 
 class FramingTests(SynchronousTestCase):
@@ -191,23 +161,6 @@ def referenceParse(data, limit=0xFFFF):
             messages.append(data[start:end])
         start = end
     return messages, False
-
-
-def chunked(data, cuts):
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    return [data[a:b] for a, b in zip([0] + points, points + [len(data)])]
-
-
-def feedLikeAReactor(receiver, chunks):
-    """
-    Feed C{chunks} until the receiver closes its transport, checking after
-    each read that it buffers less than its C{maxMessageSize}.
-    """
-    for chunk in chunks:
-        if receiver.transport.disconnecting:
-            break
-        receiver.dataReceived(chunk)
-        assert len(receiver._unprocessed) < receiver.maxMessageSize
 
 
 payloads = st.lists(st.binary(max_size=300), max_size=8)

@@ -8,7 +8,6 @@ import struct
 
 from pymodbus.client import ModbusTcpClient
 from twisted.internet.defer import gatherResults
-from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -19,6 +18,7 @@ from tcpmux.protocols.modbus import (
     application,
     exceptionResponse,
 )
+from tests.framers import Recording, feed
 from tests.support import runExample, startMultiplexer
 from tests.test_e2e_modbus import clientSession
 
@@ -31,38 +31,12 @@ READ = adu(1, 1, b"\x03\x00\x00\x00\x02")
 WRITE = adu(2, 7, b"\x10\x00\x10\x00\x01\x02\x12\x34")
 
 
-class Recording:
-    """
-    Records what a receiver delivers and which framing errors it reports.
-    """
-
-    def __init__(self):
-        self.messages = []
-        self.errors = []
-
-    def messageReceived(self, message):
-        self.messages.append(message)
-
-    def framingError(self, reason, reply=None):
-        self.errors.append(reason)
-        self.transport.loseConnection()
-
-
 class RecordingRequests(Recording, ModbusTCPReceiver):
     pass
 
 
 class RecordingResponses(Recording, ModbusResponseReceiver):
     pass
-
-
-def feed(receiverClass, *chunks):
-    receiver = receiverClass()
-    transport = StringTransport()
-    receiver.makeConnection(transport)
-    for chunk in chunks:
-        receiver.dataReceived(chunk)
-    return receiver, transport
 
 
 class ModbusFramingTests(SynchronousTestCase):

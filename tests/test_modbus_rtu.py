@@ -13,7 +13,6 @@ from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -26,7 +25,8 @@ from tcpmux.protocols.modbus_rtu import (
     exceptionFrame,
 )
 from tests.support import startMultiplexer
-from tests.test_iso8583 import Recording, bytewise, chunked, freePort
+from tests.framers import Recording, bytewise, chunked, feed
+from tests.test_iso8583 import freePort
 from tests.test_modbus_serial import referenceCRC
 
 
@@ -54,15 +54,6 @@ class RecordingRequests(Recording, ModbusRTUOverTCPReceiver):
 
 class RecordingResponses(Recording, ModbusRTUOverTCPResponseReceiver):
     pass
-
-
-def feed(receiverClass, *chunks):
-    receiver = receiverClass()
-    transport = StringTransport()
-    receiver.makeConnection(transport)
-    for chunk in chunks:
-        receiver.dataReceived(chunk)
-    return receiver, transport
 
 
 class FramingTests(SynchronousTestCase):

@@ -27,7 +27,6 @@ from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -43,7 +42,8 @@ from tcpmux.protocols.modbus_serial import (
     exceptionFrame,
 )
 from tests.support import startMultiplexer
-from tests.test_iso8583 import Recording, bytewise, chunked, freePort
+from tests.framers import Recording, bytewise, chunked, feed, feedLikeAReactor
+from tests.test_iso8583 import freePort
 
 
 def referenceCRC(data):
@@ -159,15 +159,6 @@ class RecordingResponseFrames(Recording, RTUReceiver):
     """
 
     sizes = RESPONSE_SIZES
-
-
-def feed(receiverClass, *chunks):
-    receiver = receiverClass()
-    transport = StringTransport()
-    receiver.makeConnection(transport)
-    for chunk in chunks:
-        receiver.dataReceived(chunk)
-    return receiver, transport
 
 
 class CRCTests(SynchronousTestCase):
@@ -419,14 +410,6 @@ def responseFrames():
 
 
 cuts = st.lists(st.integers(min_value=0), max_size=20)
-
-
-def feedLikeAReactor(receiver, chunks):
-    for chunk in chunks:
-        if receiver.transport.disconnecting:
-            break
-        receiver.dataReceived(chunk)
-        assert len(receiver._buffer) < receiver.maxMessageSize
 
 
 class PropertyTests(SynchronousTestCase):

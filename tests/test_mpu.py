@@ -11,7 +11,9 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tcpmux import protocols
 from tcpmux.errors import TargetLost, TargetTimeout, TargetUnavailable
 from tcpmux.protocols.mpu import ASCIILengthReceiver, application
+from tests import framers
 from tests import test_iso8583 as iso
+from tests.framers import Recording, bytewise, chunked, feedLikeAReactor
 
 
 def framed(payload):
@@ -23,17 +25,12 @@ PURCHASE = framed(b"0200" + b"x" * 300)
 KEEPALIVE = b"0000"
 
 
-class RecordingReceiver(iso.Recording, ASCIILengthReceiver):
+class RecordingReceiver(Recording, ASCIILengthReceiver):
     pass
 
 
 def feed(*chunks):
-    receiver = RecordingReceiver()
-    transport = StringTransport()
-    receiver.makeConnection(transport)
-    for chunk in chunks:
-        receiver.dataReceived(chunk)
-    return receiver, transport
+    return framers.feed(RecordingReceiver, *chunks)
 
 
 class FramingTests(SynchronousTestCase):
@@ -46,7 +43,7 @@ class FramingTests(SynchronousTestCase):
         self.assertFalse(transport.disconnecting)
 
     def test_byteAtATime(self):
-        receiver, _ = feed(*iso.bytewise(ECHO + PURCHASE))
+        receiver, _ = feed(*bytewise(ECHO + PURCHASE))
         self.assertEqual(receiver.messages, [ECHO, PURCHASE])
 
     def test_merged(self):
@@ -158,14 +155,6 @@ def referenceParse(data):
     return messages, False
 
 
-def feedLikeAReactor(receiver, chunks):
-    for chunk in chunks:
-        if receiver.transport.disconnecting:
-            break
-        receiver.dataReceived(chunk)
-        assert len(receiver._buffer) < receiver.maxMessageSize
-
-
 # Mostly digits, so that headers are often valid and messages come out.
 streams = st.lists(
     st.one_of(
@@ -183,7 +172,7 @@ class PropertyTests(SynchronousTestCase):
     def test_anyChunking(self, messages, cuts):
         data = b"".join(framed(m) for m in messages)
         receiver, transport = feed()
-        feedLikeAReactor(receiver, iso.chunked(data, cuts))
+        feedLikeAReactor(receiver, chunked(data, cuts))
         self.assertEqual(receiver.messages, [framed(m) for m in messages if m])
         self.assertFalse(transport.disconnecting)
 
@@ -195,7 +184,7 @@ class PropertyTests(SynchronousTestCase):
         report a framing error exactly when it does, and raise nothing.
         """
         receiver, transport = feed()
-        feedLikeAReactor(receiver, iso.chunked(data, cuts))
+        feedLikeAReactor(receiver, chunked(data, cuts))
         messages, error = referenceParse(data)
         self.assertEqual(receiver.messages, messages)
         self.assertEqual(len(receiver.errors), int(error))

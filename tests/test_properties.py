@@ -10,35 +10,17 @@ import struct
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from tcpmux.protocols.echo import LineMessageReceiver
+from tests.framers import chunked, feed, feedLikeAReactor
 from tests.test_echo import RecordingLineReceiver as RecordingLines
 from tests.test_modbus import RecordingRequests as RecordingADUs
 
 
-def chunked(data, cuts):
-    """
-    C{data} cut at the given offsets (taken modulo its length).
-    """
-    points = sorted({cut % (len(data) + 1) for cut in cuts} | {0, len(data)})
-    return [data[a:b] for a, b in zip(points, points[1:])]
-
-
-def feed(receiverClass, chunks):
-    """
-    Feed C{chunks} the way a reactor does (nothing after the connection is
-    closing), checking the buffer bound after every read.
-    """
-    receiver = receiverClass()
-    transport = StringTransport()
-    receiver.makeConnection(transport)
-    for chunk in chunks:
-        if transport.disconnecting:
-            break
-        receiver.dataReceived(chunk)
-        assert len(receiver._buffer) < receiver.maxMessageSize, len(receiver._buffer)
+def feedAll(receiverClass, chunks):
+    receiver, transport = feed(receiverClass)
+    feedLikeAReactor(receiver, chunks)
     return receiver, transport
 
 
@@ -81,7 +63,7 @@ class ModbusProperties(SynchronousTestCase):
     @settings(max_examples=300, deadline=None)
     @given(st.lists(adus, max_size=10), cutPoints)
     def test_anyChunking(self, messages, cuts):
-        receiver, transport = feed(RecordingADUs, chunked(b"".join(messages), cuts))
+        receiver, transport = feedAll(RecordingADUs, chunked(b"".join(messages), cuts))
         self.assertEqual(receiver.messages, messages)
         self.assertEqual(receiver.errors, [])
         self.assertFalse(transport.disconnecting)
@@ -97,7 +79,7 @@ class ModbusProperties(SynchronousTestCase):
         exactly what the reference reading finds, report a framing error
         exactly when it does, and raise nothing.
         """
-        receiver, transport = feed(RecordingADUs, chunked(data, cuts))
+        receiver, transport = feedAll(RecordingADUs, chunked(data, cuts))
         messages, error = referenceModbus(data)
         self.assertEqual(receiver.messages, messages)
         self.assertEqual(len(receiver.errors), int(error))
@@ -108,7 +90,7 @@ class LineProperties(SynchronousTestCase):
     @settings(max_examples=300, deadline=None)
     @given(st.lists(lines, max_size=10), cutPoints)
     def test_anyChunking(self, messages, cuts):
-        receiver, transport = feed(RecordingLines, chunked(b"".join(messages), cuts))
+        receiver, transport = feedAll(RecordingLines, chunked(b"".join(messages), cuts))
         self.assertEqual(receiver.messages, messages)
         self.assertFalse(transport.disconnecting)
 
@@ -119,7 +101,7 @@ class LineProperties(SynchronousTestCase):
         Any bytes deliver the newline-terminated lines up to the first one
         too long, and a framing error for that one, and raise nothing.
         """
-        receiver, transport = feed(RecordingLines, chunked(data, cuts))
+        receiver, transport = feedAll(RecordingLines, chunked(data, cuts))
         expected, error = [], False
         for line in data.split(b"\n")[:-1]:
             if len(line) > LineMessageReceiver.MAX_LENGTH:
