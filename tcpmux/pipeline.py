@@ -88,61 +88,49 @@ class PipelinedTargetSession:
         pass
 
     def _timedOut(self, wireId):
-        entry = self.inFlight.pop(wireId, None)
-        if entry is None:
-            return
-        timeout = self.factory.responseTimeout
-        self.log.warn(
-            "No response from target {target} within {timeout}s; renewing the "
-            "connection",
-            target=self.factory.name,
-            timeout=timeout,
-        )
-        # Stop offering the connection before any failure lets another
-        # request go.
-        others, self.inFlight = self.inFlight, {}
-        self.factory.renew(self)
-        entry[0].errback(Failure(TargetTimeout(f"no response within {timeout}s")))
-        self._failAll(TargetLost("the connection was renewed after a timeout"), others)
+        if wireId in self.inFlight:
+            why = f"no response within {self.factory.responseTimeout}s"
+            self._renew(why, wireId, TargetTimeout(why))
 
     def _abandon(self, wireId):
-        """
-        Whoever asked gave up on C{wireId}'s answer: it may still come, with
-        an id that could be reused, so the connection is renewed and the
-        other round trips on it fail.
-        """
-        entry = self.inFlight.pop(wireId, None)
-        if entry is None:
-            return
-        if entry[2] is not None and entry[2].active():
-            entry[2].cancel()
-        self.log.warn(
-            "Gave up waiting for target {target}'s response; renewing the "
-            "connection",
-            target=self.factory.name,
-        )
-        others, self.inFlight = self.inFlight, {}
-        self.factory.renew(self)
-        self._failAll(TargetLost("the connection was renewed after a timeout"), others)
+        # Whoever asked gave up on this answer: it may still come, with an
+        # id that could be reused, so the connection goes.
+        if wireId in self.inFlight:
+            self._renew("gave up waiting for a response", wireId)
 
     def framingError(self, reason, reply=None):
-        self.log.error(
-            "Target {target} sent bytes that cannot be framed: {reason}; "
-            "renewing the connection",
-            target=self.factory.name,
-            reason=reason,
-        )
-        others, self.inFlight = self.inFlight, {}
-        self.factory.renew(self)
-        self._failAll(TargetProtocolError(f"unframeable response: {reason}"), others)
+        why = f"unframeable response: {reason}"
+        self._renew(why, error=TargetProtocolError(why))
+
+    def _renew(self, why, wireId=None, error=None):
+        """
+        Stop offering this connection and drop it, then fail the round trips
+        that were on it: C{wireId}'s with C{error} (none if its asker gave
+        up), every other one with C{error} or, when C{wireId} is given,
+        L{TargetLost}. The connection goes first, so that no failure lets
+        another request onto it.
+        """
+        inFlight, self.inFlight = self.inFlight, {}
+        own = inFlight.pop(wireId, None)
+        self.factory.renew(self, why)
+        if own is not None:
+            self._fail(own, error)
+        if wireId is not None:
+            error = TargetLost(f"the connection was renewed: {why}")
+        self._failAll(error, inFlight)
+
+    def _fail(self, entry, exception):
+        pending, request, timer = entry
+        if timer is not None and timer.active():
+            timer.cancel()
+        if exception is not None:
+            pending.errback(Failure(exception))
 
     def _failAll(self, exception, inFlight=None):
         if inFlight is None:
             inFlight, self.inFlight = self.inFlight, {}
-        for pending, request, timer in inFlight.values():
-            if timer is not None and timer.active():
-                timer.cancel()
-            pending.errback(Failure(exception))
+        for entry in inFlight.values():
+            self._fail(entry, exception)
 
     def connectionLost(self, reason):
         super().connectionLost(reason)

@@ -130,45 +130,27 @@ class TargetSession:
             self._interim(message)
 
     def framingError(self, reason, reply=None):
-        self.log.error(
-            "Target {target} sent bytes that cannot be framed: {reason}; "
-            "renewing the connection",
-            target=self.factory.name,
-            reason=reason,
-        )
-        self._giveUp(TargetProtocolError(f"unframeable response: {reason}"))
+        why = f"unframeable response: {reason}"
+        self._giveUp(TargetProtocolError(why), why)
 
     def _timedOut(self):
         self._timer = None
-        self.log.warn(
-            "No response from target {target} within {timeout}s; "
-            "renewing the connection",
-            target=self.factory.name,
-            timeout=self.factory.responseTimeout,
-        )
-        self._giveUp(
-            TargetTimeout(f"no response within {self.factory.responseTimeout}s")
-        )
+        why = f"no response within {self.factory.responseTimeout}s"
+        self._giveUp(TargetTimeout(why), why)
 
-    def _giveUp(self, exception):
+    def _giveUp(self, exception, why):
         # Take the request off this connection, then stop offering the
         # connection, and only then fail the request: its failure lets the
         # next request go, which must find no connection but a new one.
         pending = self._takePending()
-        self.factory.renew(self)
+        self.factory.renew(self, why)
         if pending is not None:
             pending.errback(Failure(exception))
 
     def _abandon(self, pending):
-        if self.pending is not pending:
-            return
-        self._takePending()
-        self.log.warn(
-            "Gave up waiting for target {target}'s response; "
-            "renewing the connection",
-            target=self.factory.name,
-        )
-        self.factory.renew(self)
+        if self.pending is pending:
+            self._takePending()
+            self.factory.renew(self, "gave up waiting for the response")
 
     def _takePending(self):
         pending, self.pending, self._interim = self.pending, None, None
@@ -397,12 +379,20 @@ class TargetClientFactory(ReconnectingClientFactory):
             ),
         )
 
-    def renew(self, session):
+    def renew(self, session, why=None):
         """
         Drop C{session}'s connection, whose state can no longer be trusted
         (a timed-out request may still be answered on it), and open a new
         one at once.
+
+        @param why: logged with the target's name, when given.
         """
+        if why is not None:
+            self.log.warn(
+                "Target {target}: {why}; renewing the connection",
+                target=self.name,
+                why=why,
+            )
         if self.connection is session:
             self.connection = None
         self._renewing = True
