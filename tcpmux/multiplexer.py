@@ -107,7 +107,6 @@ class ClientSession:
     """
 
     log = Logger()
-    busy = False
     lastWords = None
     writePaused = False
     readPaused = False
@@ -121,6 +120,14 @@ class ClientSession:
     lastActive = 0.0
     received = 0
     framed = 0
+
+    @property
+    def busy(self):
+        """
+        Whether one of this client's requests is queued for the target or
+        in flight.
+        """
+        return self.pending is not None
 
     def connectionMade(self):
         self.requests = deque()
@@ -316,16 +323,16 @@ class Multiplexer(ServerFactory):
         client.idleCall = None
         if client.gone:
             return
-        now = self.clock.seconds()
-        quiet = now - client.lastActive
-        if client.busy or client.requests or quiet < self.clientTimeout:
-            client.idleCall = self.clock.callLater(
-                max(self.clientTimeout - quiet, 0.001)
-                if not (client.busy or client.requests)
-                else self.clientTimeout,
-                self._checkIdle,
-                client,
-            )
+        quiet = self.clock.seconds() - client.lastActive
+        if client.busy or client.requests:
+            # Waiting for an answer is not idleness: look again later.
+            again = self.clientTimeout
+        elif quiet < self.clientTimeout:
+            again = self.clientTimeout - quiet
+        else:
+            again = None
+        if again is not None:
+            client.idleCall = self.clock.callLater(again, self._checkIdle, client)
             return
         self.log.warn(
             "Closing client {client}: idle for {idle}s (--client-timeout)",
@@ -358,7 +365,6 @@ class Multiplexer(ServerFactory):
         if client.readPaused and len(client.requests) < self.maxQueue:
             client.readPaused = False
             client.transport.resumeProducing()
-        client.busy = True
         if self.stopping:
             self._answered(
                 fail(TargetUnavailable("tcpmux is stopping")), client, request
@@ -420,7 +426,6 @@ class Multiplexer(ServerFactory):
         return self.target.roundTrip(request, client.transport.write, deadline)
 
     def _answered(self, response, client, request):
-        client.busy = False
         client.inFlight = False
         client.pending = None
         if self.clientTimeout:
