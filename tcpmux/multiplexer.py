@@ -28,8 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tcpmux.errors import GatewayError, TargetTimeout, TargetUnavailable
-from tcpmux.target import noDelay
-from tcpmux.writing import writeNow
+from tcpmux.writing import noDelay, writeNow
 
 
 def formatAddress(address):

@@ -20,8 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tcpmux.errors import TargetLost, TargetProtocolError, TargetTimeout
-from tcpmux.target import noDelay
-from tcpmux.writing import writeNow
+from tcpmux.writing import noDelay, writeNow
 
 ID_SPACE = 0x10000
 

@@ -23,7 +23,8 @@ from tcpmux.errors import (
     TargetTimeout,
     TargetUnavailable,
 )
-from tcpmux.writing import writeNow
+from tcpmux.pipeline import PipelinedTargetSession
+from tcpmux.writing import noDelay, writeNow
 
 
 class EndpointConnector:
@@ -170,20 +171,6 @@ class TargetSession:
         self.factory.targetLost(self, reason)
 
 
-def noDelay(transport):
-    """
-    Turn Nagle's algorithm off where the transport has it: messages are
-    written whole, at once, and wait for an answer, so delaying a small
-    write for more data only adds latency.
-    """
-    setTcpNoDelay = getattr(transport, "setTcpNoDelay", None)
-    if setTcpNoDelay is not None:
-        try:
-            setTcpNoDelay(True)
-        except OSError:
-            pass
-
-
 SAME_AS_TIMEOUT = object()
 
 # The fraction of the timeout a request must still have when its turn to be
@@ -233,8 +220,6 @@ class TargetClientFactory(ReconnectingClientFactory):
         if pipeline > 1:
             if application.pipelining is None:
                 raise ValueError(f"{application.name} cannot be pipelined")
-            from tcpmux.pipeline import PipelinedTargetSession
-
             self.protocol = type(
                 "PipelinedTargetConnection",
                 (PipelinedTargetSession, application.pipelining.responseReceiver),

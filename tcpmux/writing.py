@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_writing -*-
 """
-Writing to a TCP transport without waiting a reactor turn.
+Writing to a TCP transport without waiting a reactor turn, nor for Nagle.
 
 Twisted's TCP transport does not send in C{write()}: it buffers the bytes
 and sends them when the reactor next finds the socket writable, one loop
@@ -41,3 +41,17 @@ def writeNow(transport, data):
             return
         data = data[sent:]
     transport.write(data)
+
+
+def noDelay(transport):
+    """
+    Turn Nagle's algorithm off where the transport has it: messages are
+    written whole, at once, and wait for an answer, so delaying a small
+    write for more data only adds latency.
+    """
+    setTcpNoDelay = getattr(transport, "setTcpNoDelay", None)
+    if setTcpNoDelay is not None:
+        try:
+            setTcpNoDelay(True)
+        except OSError:
+            pass

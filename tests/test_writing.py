@@ -11,7 +11,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tcpmux.writing import writeNow
+from tcpmux.writing import noDelay, writeNow
 
 
 class Connected(Protocol):
@@ -49,6 +49,15 @@ class WriteNowTests(TestCase):
         writeNow(transport, b"hello")
         self.assertEqual(peer.recv(100), b"hello")
         self.assertEqual(transport._tempDataBuffer, [])
+
+    async def test_noDelay(self):
+        """
+        L{noDelay} turns Nagle's algorithm off on a TCP transport.
+        """
+        transport, peer = await self.connectedPair()
+        self.assertFalse(transport.getTcpNoDelay())
+        noDelay(transport)
+        self.assertTrue(transport.getTcpNoDelay())
 
     async def test_orderKeptBehindBufferedBytes(self):
         """
