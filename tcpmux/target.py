@@ -315,6 +315,15 @@ class TargetClientFactory(ReconnectingClientFactory):
             with a L{tcpmux.errors.GatewayError}.
         """
         connection = self.connection
+        if connection is not None and (
+            connection.transport.disconnecting or not connection.transport.connected
+        ):
+            # Its receiver closed it after a response (HTTP's "Connection:
+            # close"): carry nothing more on it, and open a new one as soon
+            # as it is gone.
+            self.connection = None
+            self._renewing = True
+            connection = None
         if connection is not None:
             if deadline is None:
                 return connection.roundTrip(request, interim)

@@ -96,24 +96,33 @@ class SmallResponses(Responses):
 
 class RenewingFactory:
     """
-    Stands in for L{tcpmux.target.TargetClientFactory}: records when a
-    response receiver takes its connection out of service, and what had
-    been delivered by then.
+    Records when a response receiver closes its connection (which takes it
+    out of service: L{tcpmux.target.TargetClientFactory} offers no request
+    to a closing connection), and what had been delivered by then.
     """
 
     def __init__(self):
         self.renewed = []
 
-    def renew(self, session):
-        self.renewed.append(list(session.messages))
-        session.transport.loseConnection()
+
+class ClosingRecordedTransport(StringTransport):
+    def __init__(self, factory, receiver):
+        super().__init__()
+        self.factory = factory
+        self.receiver = receiver
+
+    def loseConnection(self):
+        if not self.disconnecting:
+            self.factory.renewed.append(list(self.receiver.messages))
+        super().loseConnection()
 
 
 def connect(receiverClass, factory=None):
     receiver = receiverClass()
-    if factory is not None:
-        receiver.factory = factory
-    transport = StringTransport()
+    if factory is None:
+        transport = StringTransport()
+    else:
+        transport = ClosingRecordedTransport(factory, receiver)
     receiver.makeConnection(transport)
     return receiver, transport
 

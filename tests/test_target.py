@@ -77,6 +77,25 @@ class TargetConnectionTests(SynchronousTestCase):
         newTransport.protocol.dataReceived(b"b\n")
         self.assertEqual(results, [b"b\n"])
 
+    def test_closingConnectionNotOffered(self):
+        """
+        A connection its receiver is closing (HTTP "Connection: close") gets
+        no further request: the next one waits, and goes out on a new
+        connection opened as soon as the old one is gone.
+        """
+        target = MemoryTarget(echo)
+        target.factory.start()
+        transport, _ = target.accept()
+        transport.disconnecting = True  # as loseConnection() on TCP does
+        results = []
+        target.factory.roundTrip(b"next\n").addCallback(results.append)
+        self.assertEqual(transport.value(), b"")
+        transport.loseConnection()  # the close completes
+        newTransport, _ = target.accept()
+        self.assertEqual(newTransport.value(), b"next\n")
+        newTransport.protocol.dataReceived(b"next\n")
+        self.assertEqual(results, [b"next\n"])
+
     def test_lostMidRequest(self):
         """
         The connection dropping before the response fails the round trip

@@ -602,19 +602,12 @@ class HTTPResponseReceiver(HTTPMessageReceiver):
 
     def _retire(self):
         """
-        Carry no more requests on this connection and close it.
-
-        Closing alone is not enough: the next request would be written to
-        this connection before the close is noticed. With a target factory
-        that offers C{renew} (L{tcpmux.target.TargetClientFactory}) the
-        connection is taken out of service at once and a new one is opened.
+        Carry no more requests on this connection: close it. The target
+        connection factory offers no further request to a connection that
+        is closing, and opens a new one.
         """
         self._stop()
-        renew = getattr(getattr(self, "factory", None), "renew", None)
-        if renew is not None:
-            renew(self)
-        elif self.transport is not None:
-            self.transport.loseConnection()
+        self.transport.loseConnection()
 
     def connectionLost(self, reason=connectionDone):
         if not self._stopped and self._state == self._readUntilClose:
