@@ -11,8 +11,6 @@ import sys
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransportWithDisconnection
-from twisted.internet.address import IPv4Address
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tcpmux.multiplexer import Multiplexer
@@ -29,6 +27,7 @@ from tests.faults import (
     readResponse,
 )
 from tests.support import ROOT, ChildProcess, childEnvironment, startMultiplexer
+from tests.memory import connectClient
 from tests.test_faults import freePort, until
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
@@ -199,16 +198,6 @@ class FakeTarget:
         return d
 
 
-def clientOf(multiplexer, port):
-    protocol = multiplexer.buildProtocol(IPv4Address("TCP", "127.0.0.1", port))
-    transport = StringTransportWithDisconnection(
-        peerAddress=IPv4Address("TCP", "127.0.0.1", port)
-    )
-    transport.protocol = protocol
-    protocol.makeConnection(transport)
-    return protocol, transport
-
-
 class ClientTimeoutUnitTests(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
@@ -219,7 +208,7 @@ class ClientTimeoutUnitTests(SynchronousTestCase):
         self.logs = captureLogs(self)
 
     def test_idleClientClosed(self):
-        client, transport = clientOf(self.multiplexer, 4001)
+        client, transport = connectClient(self.multiplexer, 4001)
         self.clock.advance(9.9)
         self.assertTrue(transport.connected)
         self.clock.advance(0.1)
@@ -230,7 +219,7 @@ class ClientTimeoutUnitTests(SynchronousTestCase):
         )
 
     def test_activityPostpones(self):
-        client, transport = clientOf(self.multiplexer, 4002)
+        client, transport = connectClient(self.multiplexer, 4002)
         self.clock.advance(8)
         client.dataReceived(b"partial")
         self.clock.advance(8)
@@ -239,7 +228,7 @@ class ClientTimeoutUnitTests(SynchronousTestCase):
         self.assertFalse(transport.connected)
 
     def test_waitingForAnswerIsNotIdle(self):
-        client, transport = clientOf(self.multiplexer, 4003)
+        client, transport = connectClient(self.multiplexer, 4003)
         client.dataReceived(b"slow\n")
         self.clock.advance(25)
         self.assertTrue(transport.connected)
@@ -253,7 +242,7 @@ class ClientTimeoutUnitTests(SynchronousTestCase):
 
     def test_offByDefault(self):
         multiplexer = Multiplexer(echo, self.target, clock=self.clock)
-        client, transport = clientOf(multiplexer, 4004)
+        client, transport = connectClient(multiplexer, 4004)
         self.clock.advance(3600 * 24)
         self.assertTrue(transport.connected)
 
@@ -268,7 +257,7 @@ class IdleCloseUnitTests(SynchronousTestCase):
         multiplexer.start()
         self.assertEqual((target.started, target.released), (1, 0))
         clock.advance(29)
-        client, transport = clientOf(multiplexer, 4010)
+        client, transport = connectClient(multiplexer, 4010)
         clock.advance(100)
         self.assertEqual((target.started, target.released), (1, 0))
         transport.loseConnection()
@@ -276,7 +265,7 @@ class IdleCloseUnitTests(SynchronousTestCase):
         self.assertEqual(target.released, 0)
         clock.advance(0.1)
         self.assertEqual(target.released, 1)
-        clientOf(multiplexer, 4011)
+        connectClient(multiplexer, 4011)
         self.assertEqual(target.started, 2)
         self.assertTrue(self.logs)
 
