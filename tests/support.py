@@ -5,11 +5,13 @@ ephemeral port of 127.0.0.1, and example servers run as child processes.
 
 import os
 import sys
+import time
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import deferLater
 
 from tcpmux.tap import Options, makeService
 
@@ -143,3 +145,15 @@ async def killed(child):
     """
     child.signal("KILL")
     await child.ended
+
+
+async def until(condition, timeout=10):
+    """
+    Wait, a reactor turn at a time, until C{condition()} is true: for states
+    that no event announces.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition never became true")
+        await deferLater(reactor, 0.005)

@@ -29,7 +29,7 @@ from tests.faults import (
     readResponse,
     silent,
 )
-from tests.support import runExample, startMultiplexer
+from tests.support import runExample, startMultiplexer, until
 
 GATEWAY_PATH_UNAVAILABLE = 0x0A
 GATEWAY_TARGET_FAILED = 0x0B
@@ -57,18 +57,6 @@ def pymodbusRead(port, address):
     if response.isError():
         return ("exception", response.exception_code)
     return ("value", response.registers[0])
-
-
-async def until(condition, timeout=10):
-    """
-    Wait, a reactor turn at a time, until C{condition()} is true: for states
-    that no event announces.
-    """
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition never became true")
-        await deferLater(reactor, 0.005)
 
 
 def within(started, limit):

@@ -28,7 +28,8 @@ from tests.faults import (
 )
 from tests.support import ROOT, ChildProcess, childEnvironment, startMultiplexer
 from tests.memory import connectClient
-from tests.test_faults import freePort, until
+from tests.support import until
+from tests.test_faults import freePort
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 

@@ -13,7 +13,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.faults import FaultTarget, answer, ask, connect, readRequest, readResponse
 from tests.support import runExample, startMultiplexer
-from tests.test_faults import until
+from tests.support import until
 
 
 def openFds():
