@@ -5,8 +5,11 @@ Parsing what users write: durations, listen and target addresses.
 
 import re
 
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.endpoints import (
     HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
     clientFromString,
     serverFromString,
 )
@@ -74,8 +77,8 @@ def targetEndpoint(reactor, text, timeout):
     any Twisted client endpoint string (C{tcp:host=...:port=...},
     C{unix:path=...}, C{tls:...}).
 
-    C{host:port} resolves the name and tries IPv4 and IPv6 addresses
-    (L{HostnameEndpoint}).
+    C{host:port} with a host name resolves it and tries IPv4 and IPv6
+    addresses (L{HostnameEndpoint}); with an address, it connects to it.
 
     @raise ValueError: if C{text} is none of these.
     """
@@ -86,6 +89,13 @@ def targetEndpoint(reactor, text, timeout):
         port = int(match.group("port"))
         if not 0 < port < 65536:
             raise ValueError(f"bad target {text!r}: port {port} is out of range")
+        # An address needs no resolution: a TCP endpoint reports a refusal
+        # at once, where HostnameEndpoint reports it only at its next
+        # attempt interval (0.3 s), which would delay recovery.
+        if isIPAddress(host):
+            return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
+        if isIPv6Address(host):
+            return TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
         return HostnameEndpoint(reactor, host, port, timeout=timeout)
     try:
         return clientFromString(reactor, text)

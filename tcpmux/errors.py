@@ -3,7 +3,9 @@
 Why a round trip to the target did not produce a response.
 
 Application protocols turn these into their own error replies (a Modbus
-exception response, an HTTP 502/504, ...) or into closing the client.
+exception response, an HTTP 502/504, ...) or into closing the client. The
+hierarchy is flat: each name says what happened, and no check depends on
+the order of C{isinstance} tests.
 """
 
 
@@ -16,25 +18,25 @@ class GatewayError(Exception):
 class TargetUnavailable(GatewayError):
     """
     There is no connection to the target: it refused, could not be reached,
-    or did not accept a connection within the timeout.
+    no connection came before the deadline, or tcpmux is stopping.
     """
 
 
 class TargetTimeout(GatewayError):
     """
-    The request was sent but no whole response arrived within the timeout.
+    No whole response came in time: the request was sent and not answered,
+    or it was never sent because its time ran out first.
     """
 
 
-class TargetLost(TargetTimeout):
+class TargetLost(GatewayError):
     """
-    The connection to the target closed, or the target sent something that
-    could not be framed, before the whole response arrived.
+    The connection to the target closed before the whole response arrived.
     """
 
 
-class TargetProtocolError(TargetLost):
+class InvalidResponse(GatewayError):
     """
-    The target sent bytes that cannot be framed as a response: the
-    connection is renewed, and the client told the target misbehaved.
+    The target sent bytes that cannot be framed as a response, or that
+    answer no request: the connection is renewed.
     """

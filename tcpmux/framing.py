@@ -1,76 +1,81 @@
 # -*- test-case-name: tests.test_multiplexer -*-
 """
-The contract between the multiplexer and an application protocol.
+Framers: plain protocols that cut bytes into whole messages.
 
 An application protocol is one small module in L{tcpmux.protocols} that
 provides two framers and one L{ApplicationProtocol} describing them:
 
-  - a I{request receiver}: a L{MessageReceiver} that cuts a client's bytes
-    into whole requests;
-  - a I{response receiver}: a L{MessageReceiver} that cuts the target's bytes
-    into whole responses, told by L{MessageReceiver.expectResponseTo} which
-    request it is waiting for.
+  - a I{request framer} cuts a client's bytes into whole requests;
+  - a I{response framer} cuts the target's bytes into whole responses, told
+    by L{MessageFramer.expectResponseTo} which request it is waiting for.
 
-The multiplexer mixes its own session class into each receiver, so a framer
-stays a plain L{Protocol} with no knowledge of queues or targets, and can be
-tested on its own with a L{twisted.internet.testing.StringTransport}.
+Each framer hands whole messages to the L{IMessageReceiver} it is built
+with (the client or target session), as AMP's C{BinaryBoxProtocol} hands
+boxes to an C{IBoxReceiver}. A framer knows nothing of queues or targets,
+and can be tested on its own with a recording receiver and a
+L{twisted.internet.testing.StringTransport}.
 """
 
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Protocol, connectionDone
+from zope.interface import implementer
+
+from tcpmux.interfaces import IApplicationProtocol, IResponseFramer
 
 
-class MessageReceiver(Protocol):
+@implementer(IResponseFramer, IHalfCloseableProtocol)
+class MessageFramer(Protocol):
     """
-    Base class of every framer.
+    Base class of every framer: a plain L{Protocol} that buffers bytes and
+    hands each whole message to the L{IMessageReceiver} it was built with.
 
-    A subclass implements C{dataReceived}: it buffers bytes and calls
-    L{messageReceived} once for each whole message, passing the message's
-    bytes exactly as they came on the wire (header included), so that
-    forwarding is byte-for-byte. Bytes may arrive one at a time or several
-    messages in one read. Input that can never become a valid message is
-    reported with L{framingError}, after which the framer delivers nothing
-    more.
+    A subclass implements C{dataReceived}: it calls
+    C{self.receiver.messageReceived} once for each whole message, passing
+    the message's bytes exactly as they came on the wire (header included),
+    so that forwarding is byte for byte. Bytes may arrive one at a time or
+    several messages in one read. Input that can never become a valid
+    message is reported with C{self.receiver.framingError}, after which the
+    framer delivers nothing more.
 
+    @ivar receiver: the L{IMessageReceiver}.
     @cvar maxMessageSize: the largest message this framer buffers; documented
         per protocol, and never exceeded however the input is chunked.
     """
 
     maxMessageSize = 65536
 
-    def messageReceived(self, message):
-        """
-        Override this: C{message} is one whole message, as bytes.
-        """
-        raise NotImplementedError()
+    def __init__(self, receiver):
+        self.receiver = receiver
 
-    def interimReceived(self, message):
-        """
-        Override this to receive interim responses (HTTP 1xx) that precede
-        the final response to the same request.
-        """
-        raise NotImplementedError()
+    def connectionMade(self):
+        self.receiver.startReceiving(self)
 
-    def framingError(self, reason, reply=None):
-        """
-        The peer sent bytes that can never form a valid message.
+    def connectionLost(self, reason=connectionDone):
+        self.receiver.stopReceiving(reason)
 
-        The default drops the connection after writing C{reply}, if any; the
-        multiplexer overrides this to log C{reason} as well.
+    def readConnectionLost(self):
+        # The peer shut down its sending side (SHUT_WR, "nc -N"): it may
+        # still read what it is owed.
+        self.receiver.inputEnded()
 
-        @param reason: a short human-readable explanation.
-        @param reply: bytes to send to the peer before closing (an HTTP 400,
-            say), or L{None}.
+    def writeConnectionLost(self):
+        pass
+
+    def buffered(self):
         """
-        if reply:
-            self.transport.write(reply)
-        self.transport.loseConnection()
+        How many bytes were received and not yet delivered. While a message
+        is being delivered, this counts the bytes that came after it in the
+        same read: a target session knows from it that bytes nothing asked
+        for followed an answer.
+        """
+        return 0
 
     def expectResponseTo(self, request):
         """
-        Called on a response receiver just before C{request} is written to
+        Called on a response framer just before C{request} is written to
         the target. Override when framing a response depends on the request
         (HTTP HEAD) or when a response can be checked against it (a Modbus
-        transaction id).
+        RTU address and function code).
         """
 
 
@@ -81,7 +86,7 @@ class BadFrame(Exception):
     """
 
 
-class FrameReceiver(MessageReceiver):
+class FrameReceiver(MessageFramer):
     """
     Base of framers whose frames announce their own size in their first
     bytes (a length field, a function code): the buffering loop lives here,
@@ -91,21 +96,22 @@ class FrameReceiver(MessageReceiver):
         as enough bytes are there to tell; a header that can never be valid
         is refused at once, not waited on.
       - L{checkFrame}: a whole frame's own check (a CRC), if any.
-      - L{frameReceived}: a whole, good frame; passed to L{messageReceived}
-        by default.
+      - L{frameReceived}: a whole, good frame; passed to the receiver by
+        default.
 
     After a framing error nothing more is ever delivered, from this read or
     a later one, even if the connection is aborted rather than closed.
     """
 
-    _buffer = b""
+    _data = b""  # bytes received and not yet delivered start at _start
+    _start = 0
     _refused = False
 
     def dataReceived(self, data):
         if self._refused:
             return
-        if self._buffer:
-            data = self._buffer + data
+        if self._data:
+            data = self._data + data
         size = len(data)
         start = 0
         while start < size:
@@ -125,19 +131,29 @@ class FrameReceiver(MessageReceiver):
             if problem is not None:
                 self._refuse(problem)
                 return
+            # While the frame is delivered, buffered() counts what follows
+            # it in this read.
+            self._data, self._start = data, end
             self.frameReceived(frame)
             start = end
-            if self.transport is None or self.transport.disconnecting:
+            if self._refused or self.transport is None or self.transport.disconnecting:
                 # The hook closed this connection (or it was closed under
                 # it): deliver nothing more from what is buffered.
-                self._buffer = b""
+                self._data, self._start = b"", 0
                 return
-        self._buffer = data[start:] if start else data
+        self._data, self._start = (data[start:] if start else data), 0
 
     def _refuse(self, reason):
-        self._buffer = b""
+        self._data, self._start = b"", 0
         self._refused = True
-        self.framingError(reason)
+        self.receiver.framingError(reason, None)
+
+    def buffered(self):
+        """
+        Bytes received and not yet delivered; while a frame is being
+        delivered, those that came after it.
+        """
+        return len(self._data) - self._start
 
     def frameSize(self, data, start, end):
         """
@@ -158,30 +174,36 @@ class FrameReceiver(MessageReceiver):
 
     def frameReceived(self, frame):
         """
-        One whole, good frame arrived; by default it is passed to
-        L{messageReceived}.
+        One whole, good frame arrived; by default it is passed to the
+        receiver.
         """
-        self.messageReceived(frame)
+        self.receiver.messageReceived(frame)
 
 
+@implementer(IApplicationProtocol)
 class ApplicationProtocol:
     """
     Describes one application protocol to the multiplexer.
 
     @cvar name: the name given to C{--protocol}.
     @cvar description: one line for C{--list-protocols}.
-    @cvar requestReceiver: the L{MessageReceiver} subclass for client bytes.
-    @cvar responseReceiver: the L{MessageReceiver} subclass for target bytes.
-    @cvar pipelining: L{None}, or how to keep several requests in flight on
-        one connection (see L{tcpmux.pipeline}); only protocols whose
+    @cvar requestFramer: the L{MessageFramer} subclass for client bytes.
+    @cvar responseFramer: the L{MessageFramer} subclass for target bytes.
+    @cvar pipelining: L{None}, or an L{IPipelining}; only protocols whose
         responses name their request can offer it.
     """
 
     name = None
     description = None
-    requestReceiver = None
-    responseReceiver = None
+    requestFramer = None
+    responseFramer = None
     pipelining = None
+
+    def buildRequestFramer(self, receiver):
+        return self.requestFramer(receiver)
+
+    def buildResponseFramer(self, receiver):
+        return self.responseFramer(receiver)
 
     def errorResponse(self, request, error):
         """

@@ -21,9 +21,12 @@ class MultiplexerService(MultiService):
     then close the clients and the target connection.
 
     @param exitCleanlyOnSIGTERM: once the reactor runs, handle SIGTERM as a
-        requested, orderly stop, so that C{twistd} exits with status 0
-        (by default it re-raises the signal after shutting down, and the
-        process ends "killed by SIGTERM").
+        requested, orderly stop, so that C{twistd} exits with status 0.
+        (The stop itself is Twisted's: C{reactor.stop()} runs the shutdown
+        sequence, which waits for L{stopService}'s L{Deferred}. Only the
+        exit status is ours: twistd re-raises the signal after shutting
+        down, so the process would end "killed by SIGTERM", status 143,
+        which service managers report as a failure.)
     """
 
     log = Logger()
@@ -59,9 +62,5 @@ class MultiplexerService(MultiService):
     def stopService(self):
         Service.stopService(self)
         stopped = maybeDeferred(self.listener.stopService)
-        stopped.addCallback(
-            lambda ignored: self.multiplexer.stop(
-                self.multiplexer.target.timeout, self.clock
-            )
-        )
+        stopped.addCallback(lambda ignored: self.multiplexer.stop())
         return stopped

@@ -16,9 +16,9 @@ from tcpmux.config import (
     targetEndpoint,
 )
 from tcpmux.multiplexer import Multiplexer
-from tcpmux.pool import TargetPool
 from tcpmux.service import MultiplexerService
-from tcpmux.target import TargetClientFactory
+from tcpmux.target.factory import TargetClientFactory
+from tcpmux.target.pool import TargetPool
 
 
 class Options(usage.Options):
@@ -133,8 +133,8 @@ def makeService(options):
     from twisted.internet import reactor
 
     application = protocols.get(options["protocol"])
-    # The multiplexer enforces --timeout on every request and cancels the
-    # round trip when it expires; the target needs no timer of its own.
+    # The multiplexer's queue enforces --timeout on every request and
+    # cancels the round trip when it expires; the target has no timer.
     targets = [
         TargetClientFactory(
             targetEndpoint(reactor, options["target"], options["timeout"]),
@@ -144,7 +144,6 @@ def makeService(options):
             delay=options["delay"],
             retryDelay=options["retry-delay"],
             maxRetryDelay=options["max-retry-delay"],
-            responseTimeout=None,
             pipeline=options["pipeline"],
         )
         for _ in range(options["connections"])
@@ -152,7 +151,7 @@ def makeService(options):
     if len(targets) == 1:
         target = targets[0]
     else:
-        target = TargetPool(targets, capacity=options["pipeline"])
+        target = TargetPool(targets)
     multiplexer = Multiplexer(
         application,
         target,

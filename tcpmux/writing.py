@@ -9,6 +9,12 @@ target -> tcpmux -> client) every hop pays that turn, and with many clients
 the turns are spent on everybody's events. L{writeNow} sends at once when
 the transport has nothing buffered, and falls back to C{write()} otherwise,
 so ordering, flow control and error handling stay the transport's.
+
+Whether the transport has anything buffered is read from its attributes
+(C{dataBuffer} and the private C{_tempDataBuffer}); should a Twisted release
+rename them, L{writeNow} falls back to C{write()} rather than reorder bytes.
+The gain was measured on the serialized path with 10 clients: about 12k to
+16k round trips a second (see README, Performance).
 """
 
 from twisted.internet.tcp import Connection
@@ -26,8 +32,8 @@ def writeNow(transport, data):
         and not transport.TLS
         and transport.connected
         and not transport.disconnecting
-        and not transport.dataBuffer
-        and not transport._tempDataBuffer
+        and not getattr(transport, "dataBuffer", True)
+        and not getattr(transport, "_tempDataBuffer", True)
     ):
         try:
             sent = transport.socket.send(data)

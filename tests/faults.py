@@ -1,7 +1,8 @@
 """
 Fault injectors and small clients for the fault, lifecycle and load tests:
 misbehaving targets as Twisted servers on 127.0.0.1, Modbus and echo
-clients over real TCP, and a log capture.
+clients over real TCP, and a log capture. The Modbus messages themselves
+are L{tests.modbus}'s.
 
 The targets here are deliberately simple and independent of tcpmux's own
 framers, so that what the tests check is what crosses the wire.
@@ -15,40 +16,16 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol, ServerFactory
 from twisted.logger import formatEvent, globalLogPublisher
 
-
-# -- Modbus TCP messages
-
-
-def readRequest(tid, address, unit=1):
-    """
-    Read one holding register (function 3) at C{address}.
-    """
-    return struct.pack(">HHHBBHH", tid, 0, 6, unit, 3, address, 1)
+from tests.modbus import readResponse, splitModbus
 
 
-def readResponse(tid, value, unit=1):
-    return struct.pack(">HHHBBBH", tid, 0, 5, unit, 3, 2, value)
-
-
-def exceptionResponse(tid, code, function=3, unit=1):
-    return struct.pack(">HHHBBB", tid, 0, 3, unit, function | 0x80, code)
-
-
-def splitModbus(buffer):
-    """
-    Whole ADUs at the start of C{buffer}, and what is left.
-    """
-    messages = []
-    while len(buffer) >= 6:
-        end = 6 + struct.unpack(">H", buffer[4:6])[0]
-        if len(buffer) < end:
-            break
-        messages.append(buffer[:end])
-        buffer = buffer[end:]
-    return messages, buffer
+# -- messages
 
 
 def splitLines(buffer):
+    """
+    Whole lines at the start of C{buffer}, and what is left.
+    """
     *lines, rest = buffer.split(b"\n")
     return [line + b"\n" for line in lines], rest
 
@@ -72,6 +49,9 @@ def answerFor(kind, request):
 
 
 class FaultTargetProtocol(Protocol):
+    """
+    One connection to a L{FaultTarget}.
+    """
     def connectionMade(self):
         self._buffer = b""
         self.factory.connections.append(self)
@@ -121,6 +101,9 @@ class FaultTarget(ServerFactory):
         self._connectWaiters = []
 
     def listen(self, testCase, portNumber=0):
+        """
+        Listen on 127.0.0.1 until the test ends; return the port number.
+        """
         self.port = reactor.listenTCP(portNumber, self, interface="127.0.0.1")
         testCase.addCleanup(self.kill)
         return self.port.getHost().port
@@ -137,16 +120,25 @@ class FaultTarget(ServerFactory):
         return succeed(None)
 
     def nextRequest(self):
+        """
+        A L{Deferred} firing with the next request received.
+        """
         d = Deferred()
         self._requestWaiters.append(d)
         return d
 
     def nextConnection(self):
+        """
+        A L{Deferred} firing with the next connection accepted.
+        """
         d = Deferred()
         self._connectWaiters.append(d)
         return d
 
     def answerHeld(self):
+        """
+        Answer every request held so far, on connections still open.
+        """
         held, self.held = self.held, []
         for connection, request in held:
             if connection.transport.connected:
@@ -154,18 +146,30 @@ class FaultTarget(ServerFactory):
 
 
 def answer(connection, request):
+    """
+    Behaviour: answer at once.
+    """
     connection.answer(request)
 
 
 def silent(connection, request):
+    """
+    Behaviour: never answer.
+    """
     pass
 
 
 def hold(connection, request):
+    """
+    Behaviour: hold the request until L{FaultTarget.answerHeld}.
+    """
     connection.factory.held.append((connection, request))
 
 
 def answerAndClose(connection, request):
+    """
+    Behaviour: answer, then close the connection.
+    """
     connection.answer(request)
     connection.transport.loseConnection()
 
@@ -217,9 +221,15 @@ class Client(Protocol):
 
     @property
     def localPort(self):
+        """
+        The client's own port number.
+        """
         return self.transport.getHost().port
 
     def send(self, data):
+        """
+        Write C{data} to the connection.
+        """
         self.transport.write(data)
 
 

@@ -1,44 +1,104 @@
 """
-Helpers for framer unit tests: a receiver that records what it delivers,
-and ways to feed it bytes.
+Helpers for framer unit tests: a receiver that records what a framer
+delivers, and ways to feed the framer bytes.
 """
 
 from twisted.internet.testing import StringTransport
+from zope.interface import implementer
+
+from tcpmux.interfaces import IRequestReceiver, IResponseReceiver
 
 
+@implementer(IRequestReceiver, IResponseReceiver)
 class Recording:
     """
-    Mixed in before a framer: records the messages it delivers and the
-    framing errors it reports (closing the transport, as tcpmux does).
+    Records the messages, parts and framing errors a framer reports; a
+    framing error then writes its reply, if any, and closes the framer's
+    transport, as tcpmux does.
+
+    @ivar framer: the framer, once its connection is made.
+    @ivar messages: each whole message, in order.
+    @ivar parts: each part passed on before its message was whole (HTTP
+        interim responses).
+    @ivar errors: the reason of each framing error.
+    @ivar lost: the reason the connection was lost, once it is.
     """
+
+    framer = None
+    lost = None
+    inputDone = False
 
     def __init__(self):
         self.messages = []
+        self.parts = []
         self.errors = []
+
+    def startReceiving(self, framer):
+        self.framer = framer
 
     def messageReceived(self, message):
         self.messages.append(message)
 
-    def framingError(self, reason, reply=None):
+    def partReceived(self, part):
+        self.parts.append(part)
+
+    def replyInOrder(self, data):
+        # Nothing is owed to anyone here: reply at once.
+        self.framer.transport.write(data)
+
+    def inputEnded(self):
+        self.inputDone = True
+
+    def framingError(self, reason, reply):
         self.errors.append(reason)
-        self.transport.loseConnection()
+        if reply is not None:
+            self.framer.transport.write(reply)
+        self.framer.transport.loseConnection()
+
+    def stopReceiving(self, reason):
+        self.lost = reason
 
 
-def feed(receiverClass, *chunks):
+class KeepingOpen(Recording):
     """
-    A new C{receiverClass} on a string transport, fed C{chunks}.
-
-    @return: C{(receiver, transport)}.
+    Records framing errors without closing the connection: a framer must
+    deliver nothing more after one even so.
     """
-    receiver = receiverClass()
-    transport = StringTransport()
-    receiver.makeConnection(transport)
+
+    def framingError(self, reason, reply):
+        self.errors.append(reason)
+
+
+def connect(framerClass, recorder=None, transport=None):
+    """
+    A new C{framerClass} delivering to C{recorder} (a new L{Recording} by
+    default), connected to C{transport} (a new L{StringTransport}).
+
+    @return: C{(framer, recorder)}; the transport is C{framer.transport}.
+    """
+    if recorder is None:
+        recorder = Recording()
+    framer = framerClass(recorder)
+    framer.makeConnection(StringTransport() if transport is None else transport)
+    return framer, recorder
+
+
+def feed(framerClass, *chunks, recorder=None):
+    """
+    A new C{framerClass} on a string transport, fed C{chunks}.
+
+    @return: C{(framer, recorder)}, as L{connect}.
+    """
+    framer, recorder = connect(framerClass, recorder)
     for chunk in chunks:
-        receiver.dataReceived(chunk)
-    return receiver, transport
+        framer.dataReceived(chunk)
+    return framer, recorder
 
 
 def bytewise(data):
+    """
+    C{data} as reads of one byte each.
+    """
     return [data[i : i + 1] for i in range(len(data))]
 
 
@@ -50,24 +110,14 @@ def chunked(data, cuts):
     return [data[a:b] for a, b in zip([0] + points, points + [len(data)])]
 
 
-def buffered(receiver):
+def feedLikeAReactor(framer, chunks):
     """
-    How many bytes C{receiver} holds waiting for the rest of a message.
-    """
-    pending = getattr(receiver, "_buffer", None)
-    if pending is None:
-        pending = receiver._unprocessed  # Twisted's IntNStringReceiver
-    return len(pending)
-
-
-def feedLikeAReactor(receiver, chunks):
-    """
-    Feed C{chunks} until the receiver closes its transport, as a reactor
+    Feed C{chunks} until the framer's transport is closed, as a reactor
     would, checking after each read that it buffers less than its
     C{maxMessageSize}.
     """
     for chunk in chunks:
-        if receiver.transport.disconnecting:
+        if framer.transport.disconnecting:
             break
-        receiver.dataReceived(chunk)
-        assert buffered(receiver) < receiver.maxMessageSize, buffered(receiver)
+        framer.dataReceived(chunk)
+        assert framer.buffered() < framer.maxMessageSize, framer.buffered()

@@ -10,7 +10,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransportWithDisc
 from twisted.python.failure import Failure
 
 from tcpmux.multiplexer import Multiplexer
-from tcpmux.target import TargetClientFactory
+from tcpmux.target.factory import TargetClientFactory
 
 
 class MemoryTarget:
@@ -29,6 +29,9 @@ class MemoryTarget:
         self.attempts = 0
 
     def pendingAttempts(self):
+        """
+        How many connection attempts are not yet accepted or refused.
+        """
         return len(self.reactor.tcpClients) - self.attempts
 
     def _latestAttempt(self):
@@ -52,9 +55,12 @@ class MemoryTarget:
         transport = StringTransportWithDisconnection()
         transport.protocol = protocol
         protocol.makeConnection(transport)
-        return transport, self.factory._session
+        return transport, self.factory.session
 
     def refuse(self):
+        """
+        Refuse the latest connection attempt.
+        """
         wrapping = self._latestAttempt()
         wrapping.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
 
@@ -72,7 +78,13 @@ def connectClient(multiplexer, port=40000):
     return protocol, transport
 
 
-def memoryMultiplexer(application, **targetOptions):
+def memoryMultiplexer(application, multiplexerOptions=None, **targetOptions):
+    """
+    A L{Multiplexer} built with C{multiplexerOptions} in front of a
+    L{MemoryTarget} built with C{targetOptions}.
+    """
     target = MemoryTarget(application, **targetOptions)
-    multiplexer = Multiplexer(application, target.factory, clock=target.reactor)
+    multiplexer = Multiplexer(
+        application, target.factory, clock=target.reactor, **(multiplexerOptions or {})
+    )
     return multiplexer, target

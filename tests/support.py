@@ -1,9 +1,11 @@
 """
 Helpers shared by the end-to-end tests: a multiplexer listening on an
-ephemeral port of 127.0.0.1, and example servers run as child processes.
+ephemeral port of 127.0.0.1, example servers run as child processes, and
+free ports.
 """
 
 import os
+import socket
 import sys
 import time
 
@@ -32,6 +34,37 @@ def childEnvironment():
     return env
 
 
+def freePort():
+    """
+    A port on 127.0.0.1 that nothing listens on.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def receiveExactly(sock, size):
+    """
+    Receive exactly C{size} bytes, or fail if the connection closes first.
+    """
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError(f"closed after {len(data)} of {size} bytes")
+        data += chunk
+    return data
+
+
+def buildMultiplexer(*args):
+    """
+    The multiplexer C{twistd tcpmux} would build from the options C{args}.
+    """
+    options = Options()
+    options.parseOptions(list(args))
+    return makeService(options).multiplexer
+
+
 async def startMultiplexer(testCase, protocol, target, *extraArgs):
     """
     Build the service C{twistd tcpmux} would, from the same options, and
@@ -43,9 +76,7 @@ async def startMultiplexer(testCase, protocol, target, *extraArgs):
     """
     if isinstance(target, int):
         target = f"127.0.0.1:{target}"
-    options = Options()
-    options.parseOptions(["--protocol", protocol, "--target", target, *extraArgs])
-    multiplexer = makeService(options).multiplexer
+    multiplexer = buildMultiplexer("--protocol", protocol, "--target", target, *extraArgs)
     multiplexer.start()
     listening = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
         multiplexer
@@ -53,7 +84,7 @@ async def startMultiplexer(testCase, protocol, target, *extraArgs):
 
     async def stop():
         await listening.stopListening()
-        await multiplexer.stop(1.0, reactor)
+        await multiplexer.stop(1.0)
 
     testCase.addCleanup(lambda: Deferred.fromCoroutine(stop()))
     return listening.getHost().port, multiplexer
@@ -100,12 +131,18 @@ class ChildProcess(ProcessProtocol):
         return d.addTimeout(timeout, reactor)
 
     def count(self, text):
+        """
+        How many lines seen so far contain C{text}.
+        """
         return sum(text in line for line in self.lines)
 
     def processEnded(self, reason):
         self.ended.callback(reason.value.exitCode)
 
     def signal(self, name="TERM"):
+        """
+        Send the child signal C{name}, unless it is already gone.
+        """
         try:
             self.transport.signalProcess(name)
         except Exception:

@@ -1,6 +1,7 @@
 """
 Tests for more than one round trip in flight: C{--connections} (a
-L{tcpmux.pool.TargetPool}) and C{--pipeline} (L{tcpmux.pipeline}), in memory
+L{tcpmux.target.pool.TargetPool}) and C{--pipeline}
+(L{tcpmux.target.pipeline}), in memory
 and end to end with pymodbus.
 """
 
@@ -15,39 +16,15 @@ from twisted.internet.threads import deferToThread
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tcpmux.errors import TargetLost, TargetTimeout
+from tcpmux.errors import InvalidResponse, TargetLost, TargetTimeout
 from tcpmux.multiplexer import Multiplexer
-from tcpmux.pool import TargetPool
+from tcpmux.target.pool import TargetPool
 from tcpmux.protocols.echo import application as echo
 from tcpmux.protocols.modbus import application as modbus
 from tcpmux.tap import Options
 from tests.memory import MemoryTarget, connectClient
+from tests.modbus import clientSession, readRequest, readResponse, splitModbus
 from tests.support import runExample, startMultiplexer
-from tests.test_e2e_modbus import clientSession
-
-
-def adu(tid, pdu, unit=1):
-    return struct.pack(">HHHB", tid, 0, len(pdu) + 1, unit) + pdu
-
-
-def read(tid, address):
-    return adu(tid, struct.pack(">BHH", 3, address, 1))
-
-
-def answer(tid, value):
-    return adu(tid, struct.pack(">BBH", 3, 2, value))
-
-
-def split(stream):
-    """
-    The Modbus ADUs in C{stream}.
-    """
-    adus = []
-    while stream:
-        end = 6 + struct.unpack(">H", stream[4:6])[0]
-        adus.append(stream[:end])
-        stream = stream[end:]
-    return adus
 
 
 class PipelineTests(SynchronousTestCase):
@@ -64,57 +41,57 @@ class PipelineTests(SynchronousTestCase):
         """
         results = []
         for address in range(3):
-            self.target.factory.roundTrip(read(7, address)).addCallback(results.append)
-        sent = split(self.transport.value())
-        self.assertEqual(len(sent), 3)
+            trip = self.target.factory.roundTrip(readRequest(7, address))
+            trip.addCallback(results.append)
+        sent, rest = splitModbus(self.transport.value())
+        self.assertEqual((len(sent), rest), (3, b""))
         wireIds = [struct.unpack(">H", request[:2])[0] for request in sent]
         self.assertEqual(len(set(wireIds)), 3)
-        self.assertEqual([request[2:] for request in sent], [read(7, a)[2:] for a in range(3)])
+        self.assertEqual(
+            [request[2:] for request in sent], [readRequest(7, a)[2:] for a in range(3)]
+        )
         # The target answers out of order.
         for index in (2, 0, 1):
-            self.transport.protocol.dataReceived(answer(wireIds[index], 100 + index))
-        self.assertEqual(results, [answer(7, 102), answer(7, 100), answer(7, 101)])
+            self.transport.protocol.dataReceived(readResponse(wireIds[index], 100 + index))
+        self.assertEqual(results, [readResponse(7, value) for value in (102, 100, 101)])
 
-    def test_unknownIdDropped(self):
+    def test_oldIdDroppedUnknownIdFails(self):
         """
-        A response whose id is not in flight reaches no one.
+        A response with an id given out before reaches no one; one with an
+        id never given out fails the round trips in flight at once.
         """
-        results = []
-        self.target.factory.roundTrip(read(1, 0)).addCallback(results.append)
-        (sent,) = split(self.transport.value())
+        results, failures = [], []
+        self.target.factory.roundTrip(readRequest(1, 0)).addCallback(results.append)
+        (sent,), rest = splitModbus(self.transport.value())
         wireId = struct.unpack(">H", sent[:2])[0]
-        self.transport.protocol.dataReceived(answer(wireId + 100, 5))
-        self.assertEqual(results, [])
-        self.transport.protocol.dataReceived(answer(wireId, 6))
-        self.assertEqual(results, [answer(1, 6)])
+        self.transport.protocol.dataReceived(readResponse(wireId, 6))
+        self.assertEqual(results, [readResponse(1, 6)])
+        self.target.factory.roundTrip(readRequest(2, 0)).addCallbacks(
+            results.append, failures.append
+        )
+        self.transport.protocol.dataReceived(readResponse(wireId, 6))
+        self.assertEqual((len(results), failures), (1, []))
+        self.transport.protocol.dataReceived(readResponse(wireId + 100, 5))
+        failures[0].trap(InvalidResponse)
+        self.assertFalse(self.transport.connected)
 
-    def test_timeoutRenewsAndFailsOthers(self):
+    def test_abandonRenewsAndFailsOthers(self):
         """
-        A timeout renews the connection (a late answer could meet a reused
-        id); the other round trips on it fail with L{TargetLost}.
+        Abandoning a round trip (its asker's deadline) renews the connection,
+        since a late answer could meet a reused id: it fails with
+        L{TargetTimeout}, the other round trips on it with L{TargetLost}.
         """
         failures = []
-        first = self.target.factory.roundTrip(read(1, 0))
+        first = self.target.factory.roundTrip(readRequest(1, 0))
         first.addErrback(failures.append)
-        self.target.reactor.advance(1)
-        second = self.target.factory.roundTrip(read(2, 0))
+        second = self.target.factory.roundTrip(readRequest(2, 0))
         second.addErrback(failures.append)
-        self.target.reactor.advance(4)
+        first.cancel()
         self.assertEqual(len(failures), 2)
         failures[0].trap(TargetTimeout)
         failures[1].trap(TargetLost)
         self.assertFalse(self.transport.connected)
         self.assertEqual(self.target.pendingAttempts(), 1)
-
-    def test_cancelRenews(self):
-        """
-        Cancelling a round trip (the multiplexer's deadline) renews the
-        connection.
-        """
-        pending = self.target.factory.roundTrip(read(1, 0))
-        pending.addErrback(lambda failure: None)
-        pending.cancel()
-        self.assertFalse(self.transport.connected)
 
     def test_notForEcho(self):
         """
@@ -256,12 +233,8 @@ class PipeliningDeviceProtocol(Protocol):
         self.device.connections += 1
 
     def dataReceived(self, data):
-        self.buffer += data
-        while len(self.buffer) >= 6:
-            end = 6 + struct.unpack(">H", self.buffer[4:6])[0]
-            if len(self.buffer) < end:
-                break
-            request, self.buffer = self.buffer[:end], self.buffer[end:]
+        requests, self.buffer = splitModbus(self.buffer + data)
+        for request in requests:
             self.inFlight += 1
             self.device.mostInFlight = max(self.device.mostInFlight, self.inFlight)
             self.count += 1

@@ -2,7 +2,13 @@
 Tests for L{tcpmux.config} and the C{twistd tcpmux} options.
 """
 
-from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    UNIXClientEndpoint,
+)
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactor
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
@@ -40,10 +46,18 @@ class AddressTests(SynchronousTestCase):
         self.assertEqual(endpoint._hostText, "inverter.lan")
         self.assertEqual(endpoint._port, 502)
 
-    def test_ipv6(self):
-        endpoint = targetEndpoint(MemoryReactor(), "[::1]:502", 5)
-        self.assertIsInstance(endpoint, HostnameEndpoint)
-        self.assertEqual(endpoint._hostText, "::1")
+    def test_addresses(self):
+        """
+        An IPv4 or IPv6 address needs no resolution: tcpmux connects to it
+        with a plain TCP endpoint, which reports a refusal at once.
+        """
+        for text, host in (("[::1]:502", "::1"), ("192.0.2.7:502", "192.0.2.7")):
+            reactor = MemoryReactor()
+            endpoint = targetEndpoint(reactor, text, 5)
+            self.assertIsInstance(endpoint, (TCP4ClientEndpoint, TCP6ClientEndpoint))
+            endpoint.connect(Factory.forProtocol(Protocol))
+            self.assertEqual(reactor.tcpClients[0][:2], (host, 502))
+            self.assertEqual(reactor.tcpClients[0][3], 5)
 
     def test_endpointString(self):
         endpoint = targetEndpoint(MemoryReactor(), "unix:path=/run/dev.sock", 5)

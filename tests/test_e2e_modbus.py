@@ -10,29 +10,8 @@ from twisted.internet.defer import gatherResults
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from tests.modbus import clientSession
 from tests.support import runExample, startMultiplexer
-
-
-def clientSession(port, index, rounds=5):
-    """
-    One pymodbus client: write its own registers, read them back, several
-    times; return what it read.
-    """
-    client = ModbusTcpClient("127.0.0.1", port=port, timeout=10, retries=0)
-    assert client.connect(), "cannot connect to tcpmux"
-    seen = []
-    try:
-        base = index * 10
-        for round_ in range(rounds):
-            values = [index * 100 + round_, round_, index]
-            written = client.write_registers(base, values, device_id=1)
-            assert not written.isError(), written
-            read = client.read_holding_registers(base, count=3, device_id=1)
-            assert not read.isError(), read
-            seen.append(list(read.registers))
-    finally:
-        client.close()
-    return seen
 
 
 class ModbusThroughMultiplexerTests(TestCase):

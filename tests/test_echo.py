@@ -10,16 +10,12 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tcpmux.protocols.echo import LineMessageReceiver, application
-from tests.framers import Recording, feed
+from tests.framers import KeepingOpen, feed
 from tests.support import runExample, startMultiplexer
 
 
-class RecordingLineReceiver(Recording, LineMessageReceiver):
-    pass
-
-
-def receiverWith(*chunks):
-    return feed(RecordingLineReceiver, *chunks)
+def framerWith(*chunks):
+    return feed(LineMessageReceiver, *chunks)
 
 
 class LineFramingTests(SynchronousTestCase):
@@ -29,28 +25,42 @@ class LineFramingTests(SynchronousTestCase):
         (and a carriage return before it) kept.
         """
         data = b"hello\r\nworld\n"
-        receiver, _ = receiverWith(*[data[i : i + 1] for i in range(len(data))])
-        self.assertEqual(receiver.messages, [b"hello\r\n", b"world\n"])
+        _, recorder = framerWith(*[data[i : i + 1] for i in range(len(data))])
+        self.assertEqual(recorder.messages, [b"hello\r\n", b"world\n"])
 
     def test_merged(self):
         """
         Several lines in one read are several messages; a partial line
         waits for its newline.
         """
-        receiver, _ = receiverWith(b"a\nb\nc")
-        self.assertEqual(receiver.messages, [b"a\n", b"b\n"])
-        receiver.dataReceived(b"\n")
-        self.assertEqual(receiver.messages, [b"a\n", b"b\n", b"c\n"])
+        framer, recorder = framerWith(b"a\nb\nc")
+        self.assertEqual(recorder.messages, [b"a\n", b"b\n"])
+        framer.dataReceived(b"\n")
+        self.assertEqual(recorder.messages, [b"a\n", b"b\n", b"c\n"])
 
     def test_tooLong(self):
         """
         A line longer than 64 KiB is a framing error that closes the
         connection; nothing of it is delivered.
         """
-        receiver, transport = receiverWith(b"x" * (65536 + 1))
-        self.assertEqual(receiver.messages, [])
-        self.assertEqual(receiver.errors, ["line longer than 65536 bytes"])
-        self.assertTrue(transport.disconnecting)
+        framer, recorder = framerWith(b"x" * (65536 + 1))
+        self.assertEqual(recorder.messages, [])
+        self.assertEqual(recorder.errors, ["line longer than 65536 bytes"])
+        self.assertTrue(framer.transport.disconnecting)
+        self.assertEqual(framer.buffered(), 0)
+
+    def test_nothingAfterTooLong(self):
+        """
+        After a line too long, nothing more is delivered even while the
+        receiver keeps the connection open.
+        """
+        framer, recorder = feed(
+            LineMessageReceiver, b"a\n" + b"x" * 65537 + b"\nb\n", recorder=KeepingOpen()
+        )
+        framer.dataReceived(b"c\n")
+        self.assertEqual(recorder.messages, [b"a\n"])
+        self.assertEqual(len(recorder.errors), 1)
+        self.assertEqual(framer.buffered(), 0)
 
     def test_errorResponseClosesClient(self):
         """

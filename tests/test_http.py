@@ -4,6 +4,7 @@ responses, what clients are told on bad input and target errors, and real
 HTTP clients and servers through tcpmux.
 """
 
+import gc
 import hashlib
 import http.client
 import http.server
@@ -11,6 +12,7 @@ import os
 import socket
 import threading
 import time
+import weakref
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -27,78 +29,54 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tcpmux import protocols
 from tcpmux.errors import (
     GatewayError,
+    InvalidResponse,
     TargetLost,
-    TargetProtocolError,
     TargetTimeout,
     TargetUnavailable,
 )
-from tcpmux.framing import MessageReceiver
 from tcpmux.protocols.http import (
+    Head,
     HTTPRequestReceiver,
     HTTPResponseReceiver,
     application,
 )
-from tests.support import runExample, startMultiplexer
+from tests import framers
+from tests.framers import KeepingOpen, Recording
+from tests.support import (
+    freePort,
+    receiveExactly,
+    runExample,
+    startMultiplexer,
+    until,
+)
 
 
-class Recording:
-    """
-    Records what a receiver delivers and which framing errors it reports;
-    the framing error then does what the default does (write the reply,
-    close).
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.messages = []
-        self.interims = []
-        self.errors = []
-
-    def messageReceived(self, message):
-        self.messages.append(message)
-
-    def interimReceived(self, message):
-        self.interims.append(message)
-
-    def framingError(self, reason, reply=None):
-        self.errors.append(reason)
-        MessageReceiver.framingError(self, reason, reply)
-
-
-class Requests(Recording, HTTPRequestReceiver):
-    pass
-
-
-class Responses(Recording, HTTPResponseReceiver):
-    pass
-
-
-class PipelinedResponses(Responses):
+class ExpectingPosts(Recording):
     """
     Expects a response to a POST again after each final response, as the
     target session does before each request.
     """
 
     def messageReceived(self, message):
-        Responses.messageReceived(self, message)
-        self.expectResponseTo(POST)
+        Recording.messageReceived(self, message)
+        self.framer.expectResponseTo(POST)
 
 
-class SmallRequests(Requests):
+class SmallRequests(HTTPRequestReceiver):
     maxHeaderSize = 64
     maxMessageSize = 256
 
 
-class SmallResponses(Responses):
+class SmallResponses(HTTPResponseReceiver):
     maxHeaderSize = 64
     maxMessageSize = 256
 
 
 class RenewingFactory:
     """
-    Records when a response receiver closes its connection (which takes it
-    out of service: L{tcpmux.target.TargetClientFactory} offers no request
-    to a closing connection), and what had been delivered by then.
+    Records when a response framer closes its connection (which takes it
+    out of service: L{tcpmux.target.factory.TargetClientFactory} offers no
+    request to a closing connection), and what had been delivered by then.
     """
 
     def __init__(self):
@@ -106,34 +84,40 @@ class RenewingFactory:
 
 
 class ClosingRecordedTransport(StringTransport):
-    def __init__(self, factory, receiver):
+    def __init__(self, factory, recorder):
         super().__init__()
         self.factory = factory
-        self.receiver = receiver
+        self.recorder = recorder
 
     def loseConnection(self):
         if not self.disconnecting:
-            self.factory.renewed.append(list(self.receiver.messages))
+            self.factory.renewed.append(list(self.recorder.messages))
         super().loseConnection()
 
 
-def connect(receiverClass, factory=None):
-    receiver = receiverClass()
-    if factory is None:
-        transport = StringTransport()
-    else:
-        transport = ClosingRecordedTransport(factory, receiver)
-    receiver.makeConnection(transport)
-    return receiver, transport
+def connect(framerClass, factory=None, recorder=None):
+    """
+    A new C{framerClass} delivering to C{recorder} (a new L{Recording} by
+    default), on a transport that tells C{factory}, if given, when it is
+    closed.
+
+    @return: C{(framer, recorder)}.
+    """
+    if recorder is None:
+        recorder = Recording()
+    transport = None
+    if factory is not None:
+        transport = ClosingRecordedTransport(factory, recorder)
+    return framers.connect(framerClass, recorder, transport)
 
 
-def feed(receiverClass, *chunks, request=None, factory=None):
-    receiver, transport = connect(receiverClass, factory)
+def feed(framerClass, *chunks, request=None, factory=None, recorder=None):
+    framer, recorder = connect(framerClass, factory, recorder)
     if request is not None:
-        receiver.expectResponseTo(request)
+        framer.expectResponseTo(request)
     for chunk in chunks:
-        receiver.dataReceived(chunk)
-    return receiver, transport
+        framer.dataReceived(chunk)
+    return framer, recorder
 
 
 def byteAtATime(data):
@@ -157,13 +141,16 @@ CHUNKED_OK = (
 )
 
 
-def assertRefused(testCase, receiverClass, data, status, *, chunks=None):
+def assertRefused(testCase, framerClass, data, status, *, chunks=None):
     """
-    C{data} makes C{receiverClass} answer C{status} and close the client,
+    C{data} makes C{framerClass} answer C{status} and close the client,
     delivering nothing more.
+
+    @return: the L{Recording}.
     """
-    receiver, transport = feed(receiverClass, *(chunks or [data]))
-    testCase.assertEqual(len(receiver.errors), 1, receiver.errors)
+    framer, recorder = feed(framerClass, *(chunks or [data]))
+    transport = framer.transport
+    testCase.assertEqual(len(recorder.errors), 1, recorder.errors)
     reply = transport.value()
     testCase.assertTrue(
         reply.startswith(b"HTTP/1.1 %d " % status), f"{status} expected, got {reply!r}"
@@ -172,10 +159,10 @@ def assertRefused(testCase, receiverClass, data, status, *, chunks=None):
     head, body = reply.split(b"\r\n\r\n", 1)
     testCase.assertIn(b"\r\nContent-Length: %d\r\n" % len(body), head + b"\r\n")
     testCase.assertTrue(transport.disconnecting)
-    receiver.dataReceived(GET)
-    testCase.assertNotIn(GET, receiver.messages)
-    testCase.assertEqual(receiver.buffered(), 0)
-    return receiver
+    framer.dataReceived(GET)
+    testCase.assertNotIn(GET, recorder.messages)
+    testCase.assertEqual(framer.buffered(), 0)
+    return recorder
 
 
 class RequestFramingTests(SynchronousTestCase):
@@ -185,21 +172,21 @@ class RequestFramingTests(SynchronousTestCase):
         and unchanged: header order, case and spacing as sent.
         """
         data = GET + POST + CHUNKED_POST + HEAD
-        receiver, transport = feed(Requests, *byteAtATime(data))
-        self.assertEqual(receiver.messages, [GET, POST, CHUNKED_POST, HEAD])
-        self.assertEqual(transport.value(), b"")
-        self.assertFalse(transport.disconnecting)
+        framer, recorder = feed(HTTPRequestReceiver, *byteAtATime(data))
+        self.assertEqual(recorder.messages, [GET, POST, CHUNKED_POST, HEAD])
+        self.assertEqual(framer.transport.value(), b"")
+        self.assertFalse(framer.transport.disconnecting)
 
     def test_merged(self):
         """
         Several requests in one read are delivered in order, and the start
         of the next one waits for the rest.
         """
-        receiver, _ = feed(Requests, GET + CHUNKED_POST + POST[:30])
-        self.assertEqual(receiver.messages, [GET, CHUNKED_POST])
-        receiver.dataReceived(POST[30:])
-        self.assertEqual(receiver.messages, [GET, CHUNKED_POST, POST])
-        self.assertEqual(receiver.buffered(), 0)
+        framer, recorder = feed(HTTPRequestReceiver, GET + CHUNKED_POST + POST[:30])
+        self.assertEqual(recorder.messages, [GET, CHUNKED_POST])
+        framer.dataReceived(POST[30:])
+        self.assertEqual(recorder.messages, [GET, CHUNKED_POST, POST])
+        self.assertEqual(framer.buffered(), 0)
 
     def test_noBodyWithoutLength(self):
         """
@@ -207,8 +194,8 @@ class RequestFramingTests(SynchronousTestCase):
         body: the bytes after it are the next request.
         """
         delete = b"DELETE /x HTTP/1.1\r\n\r\n"
-        receiver, _ = feed(Requests, delete + GET)
-        self.assertEqual(receiver.messages, [delete, GET])
+        _, recorder = feed(HTTPRequestReceiver, delete + GET)
+        self.assertEqual(recorder.messages, [delete, GET])
 
     def test_chunkedExtensionsAndTrailers(self):
         """
@@ -216,29 +203,31 @@ class RequestFramingTests(SynchronousTestCase):
         chunk extensions notwithstanding; the chunk sizes are hexadecimal.
         """
         for split in range(1, len(CHUNKED_POST)):
-            receiver, _ = feed(Requests, CHUNKED_POST[:split], CHUNKED_POST[split:] + GET)
-            self.assertEqual(receiver.messages, [CHUNKED_POST, GET], split)
+            _, recorder = feed(
+                HTTPRequestReceiver, CHUNKED_POST[:split], CHUNKED_POST[split:] + GET
+            )
+            self.assertEqual(recorder.messages, [CHUNKED_POST, GET], split)
 
     def test_chunkedNoTrailers(self):
         body = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n"
-        receiver, _ = feed(Requests, *byteAtATime(body + body))
-        self.assertEqual(receiver.messages, [body, body])
+        _, recorder = feed(HTTPRequestReceiver, *byteAtATime(body + body))
+        self.assertEqual(recorder.messages, [body, body])
 
     def test_sameContentLengthTwice(self):
         """
         Repeated Content-Length values that agree are one length.
         """
         request = b"PUT / HTTP/1.1\r\nContent-Length: 3, 3\r\nContent-Length: 003\r\n\r\nabc"
-        receiver, _ = feed(Requests, request + GET)
-        self.assertEqual(receiver.messages, [request, GET])
+        _, recorder = feed(HTTPRequestReceiver, request + GET)
+        self.assertEqual(recorder.messages, [request, GET])
 
     def test_emptyLinesBeforeRequest(self):
         """
         Empty lines before a request line are ignored (RFC 9112, 2.2), not
         forwarded.
         """
-        receiver, _ = feed(Requests, b"\r\n\r\n" + GET + b"\r\n", b"\r", b"\n" + POST)
-        self.assertEqual(receiver.messages, [GET, POST])
+        _, recorder = feed(HTTPRequestReceiver, b"\r\n\r\n" + GET + b"\r\n", b"\r", b"\n" + POST)
+        self.assertEqual(recorder.messages, [GET, POST])
 
     def test_largeBody(self):
         """
@@ -247,8 +236,8 @@ class RequestFramingTests(SynchronousTestCase):
         body = os.urandom(2 * 1024 * 1024)
         request = b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body) + body
         chunks = [request[i : i + 65536] for i in range(0, len(request), 65536)]
-        receiver, _ = feed(Requests, *chunks)
-        self.assertEqual(receiver.messages, [request])
+        _, recorder = feed(HTTPRequestReceiver, *chunks)
+        self.assertEqual(recorder.messages, [request])
 
     def test_expectContinue(self):
         """
@@ -256,18 +245,18 @@ class RequestFramingTests(SynchronousTestCase):
         not its body, tcpmux answers C{100 Continue} itself, once.
         """
         head = b"PUT /f HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 4\r\n\r\n"
-        receiver, transport = feed(Requests, head)
-        self.assertEqual(transport.value(), b"HTTP/1.1 100 Continue\r\n\r\n")
-        receiver.dataReceived(b"da")
-        receiver.dataReceived(b"ta")
-        self.assertEqual(transport.value(), b"HTTP/1.1 100 Continue\r\n\r\n")
-        self.assertEqual(receiver.messages, [head + b"data"])
+        framer, recorder = feed(HTTPRequestReceiver, head)
+        self.assertEqual(framer.transport.value(), b"HTTP/1.1 100 Continue\r\n\r\n")
+        framer.dataReceived(b"da")
+        framer.dataReceived(b"ta")
+        self.assertEqual(framer.transport.value(), b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.assertEqual(recorder.messages, [head + b"data"])
 
     def test_expectContinueChunked(self):
         head = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
-        receiver, transport = feed(Requests, head, b"0\r\n\r\n")
-        self.assertEqual(transport.value(), b"HTTP/1.1 100 Continue\r\n\r\n")
-        self.assertEqual(receiver.messages, [head + b"0\r\n\r\n"])
+        framer, recorder = feed(HTTPRequestReceiver, head, b"0\r\n\r\n")
+        self.assertEqual(framer.transport.value(), b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.assertEqual(recorder.messages, [head + b"0\r\n\r\n"])
 
     def test_expectContinueBodyAlreadyHere(self):
         """
@@ -279,36 +268,39 @@ class RequestFramingTests(SynchronousTestCase):
             b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
             b"PUT / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
         ]:
-            receiver, transport = feed(Requests, request)
-            self.assertEqual(transport.value(), b"", request)
+            framer, recorder = feed(HTTPRequestReceiver, request)
+            self.assertEqual(framer.transport.value(), b"", request)
 
     def test_connect(self):
         """
         CONNECT is answered 501 and the client closed.
         """
-        receiver = assertRefused(
-            self, Requests, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n", 501
+        recorder = assertRefused(
+            self,
+            HTTPRequestReceiver,
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n",
+            501,
         )
-        self.assertEqual(receiver.errors, ["CONNECT tunnels cannot share the target connection"])
+        self.assertEqual(recorder.errors, ["CONNECT tunnels cannot share the target connection"])
 
     def test_upgrade(self):
         """
         WebSocket and h2c upgrades are answered 501 and the client closed.
         """
-        receiver = assertRefused(
+        recorder = assertRefused(
             self,
-            Requests,
+            HTTPRequestReceiver,
             b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
             501,
         )
         self.assertEqual(
-            receiver.errors,
+            recorder.errors,
             ["protocol upgrades (Upgrade: websocket) cannot share the target connection"],
         )
         assertRefused(
             self,
-            Requests,
+            HTTPRequestReceiver,
             b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
             b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
             501,
@@ -324,15 +316,15 @@ class RequestFramingTests(SynchronousTestCase):
             b"GET /a b HTTP/1.1\r\n\r\n",
             b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
         ]:
-            receiver = assertRefused(self, Requests, line, 400)
-            self.assertEqual(receiver.errors, ["malformed request line"], line)
+            recorder = assertRefused(self, HTTPRequestReceiver, line, 400)
+            self.assertEqual(recorder.errors, ["malformed request line"], line)
 
     def test_otherVersion(self):
         """
         The HTTP/2 connection preface and other major versions get 505.
         """
-        assertRefused(self, Requests, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505)
-        assertRefused(self, Requests, b"GET / HTTP/3.0\r\n\r\n", 505)
+        assertRefused(self, HTTPRequestReceiver, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505)
+        assertRefused(self, HTTPRequestReceiver, b"GET / HTTP/3.0\r\n\r\n", 505)
 
     def test_badFields(self):
         for head, reason in [
@@ -344,8 +336,8 @@ class RequestFramingTests(SynchronousTestCase):
             (b"GET / HTTP/1.1\nHost: x\r\n\r\n", "bare CR or LF in the head"),
             (b"GET / HTTP/1.1\r\nA: b\rc\r\n\r\n", "bare CR or LF in the head"),
         ]:
-            receiver = assertRefused(self, Requests, head, 400)
-            self.assertEqual(receiver.errors, [reason], head)
+            recorder = assertRefused(self, HTTPRequestReceiver, head, 400)
+            self.assertEqual(recorder.errors, [reason], head)
 
     def test_badLengths(self):
         for head, reason in [
@@ -373,8 +365,8 @@ class RequestFramingTests(SynchronousTestCase):
                 "both Transfer-Encoding and Content-Length",
             ),
         ]:
-            receiver = assertRefused(self, Requests, head, 400)
-            self.assertEqual(receiver.errors, [reason], head)
+            recorder = assertRefused(self, HTTPRequestReceiver, head, 400)
+            self.assertEqual(recorder.errors, [reason], head)
 
     def test_badChunks(self):
         head = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -390,16 +382,16 @@ class RequestFramingTests(SynchronousTestCase):
             (b"0\r\nTrailer\r\n\r\n", "malformed header field line"),
             (b"0\r\nA: b\nc\r\n\r\n", "bare CR or LF in the trailer section"),
         ]:
-            receiver = assertRefused(self, Requests, head + body, 400)
-            self.assertEqual(receiver.errors, [reason], body)
-            self.assertEqual(receiver.messages, [])
+            recorder = assertRefused(self, HTTPRequestReceiver, head + body, 400)
+            self.assertEqual(recorder.errors, [reason], body)
+            self.assertEqual(recorder.messages, [])
 
     def test_chunkSizeLineTooLong(self):
         head = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-        receiver = assertRefused(
-            self, Requests, None, 400, chunks=[head + b"1;a=" + b"b" * 65536]
+        recorder = assertRefused(
+            self, HTTPRequestReceiver, None, 400, chunks=[head + b"1;a=" + b"b" * 65536]
         )
-        self.assertEqual(receiver.errors, ["chunk-size line too long"])
+        self.assertEqual(recorder.errors, ["chunk-size line too long"])
 
     def test_headTooLarge(self):
         """
@@ -407,19 +399,25 @@ class RequestFramingTests(SynchronousTestCase):
         arrived.
         """
         big = b"GET / HTTP/1.1\r\nX: " + b"a" * 65536
-        assertRefused(self, Requests, None, 431, chunks=byteAtATime(big[:-65000]) + [big[-65000:]])
-        assertRefused(self, Requests, big + b"\r\n\r\n", 431)
+        assertRefused(
+            self,
+            HTTPRequestReceiver,
+            None,
+            431,
+            chunks=byteAtATime(big[:-65000]) + [big[-65000:]],
+        )
+        assertRefused(self, HTTPRequestReceiver, big + b"\r\n\r\n", 431)
         fits = b"GET / HTTP/1.1\r\nX: " + b"a" * (65536 - 23) + b"\r\n\r\n"
         self.assertEqual(len(fits), 65536)
-        receiver, _ = feed(Requests, fits)
-        self.assertEqual(receiver.messages, [fits])
+        _, recorder = feed(HTTPRequestReceiver, fits)
+        self.assertEqual(recorder.messages, [fits])
 
     def test_trailersTooLarge(self):
-        receiver = assertRefused(
+        recorder = assertRefused(
             self, SmallRequests, None, 431,
             chunks=[b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nA: " + b"b" * 70],
         )
-        self.assertEqual(receiver.errors, ["trailer section larger than 64 bytes"])
+        self.assertEqual(recorder.errors, ["trailer section larger than 64 bytes"])
 
     def test_bodyTooLarge(self):
         """
@@ -427,29 +425,50 @@ class RequestFramingTests(SynchronousTestCase):
         arrives; so is a chunked body that grows past it.
         """
         assertRefused(
-            self, Requests, b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % (64 * 1024 * 1024), 413
+            self,
+            HTTPRequestReceiver,
+            b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % (64 * 1024 * 1024),
+            413,
         )
         assertRefused(
-            self, Requests, b"POST / HTTP/1.1\r\nContent-Length: 1%s\r\n\r\n" % (b"0" * 30), 413
+            self,
+            HTTPRequestReceiver,
+            b"POST / HTTP/1.1\r\nContent-Length: 1%s\r\n\r\n" % (b"0" * 30),
+            413,
         )
         head = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-        receiver = assertRefused(
+        recorder = assertRefused(
             self, SmallRequests, None, 413, chunks=[head] + [b"10\r\n" + b"x" * 16 + b"\r\n"] * 10
         )
-        self.assertEqual(receiver.errors, ["message larger than 256 bytes"])
+        self.assertEqual(recorder.errors, ["message larger than 256 bytes"])
         fits = b"PUT / HTTP/1.1\r\nContent-Length: 217\r\n\r\n" + b"x" * 217
         self.assertEqual(len(fits), 256)
-        receiver, _ = feed(SmallRequests, *byteAtATime(fits))
-        self.assertEqual(receiver.messages, [fits])
+        _, recorder = feed(SmallRequests, *byteAtATime(fits))
+        self.assertEqual(recorder.messages, [fits])
 
     def test_nothingAfterError(self):
         """
         Requests before a bad one are delivered; none after it.
         """
-        receiver, transport = feed(Requests, GET + b"BAD\r\n\r\n" + POST)
-        self.assertEqual(receiver.messages, [GET])
-        self.assertEqual(receiver.errors, ["malformed request line"])
-        self.assertTrue(transport.disconnecting)
+        framer, recorder = feed(HTTPRequestReceiver, GET + b"BAD\r\n\r\n" + POST)
+        self.assertEqual(recorder.messages, [GET])
+        self.assertEqual(recorder.errors, ["malformed request line"])
+        self.assertTrue(framer.transport.disconnecting)
+
+    def test_nothingAfterErrorWhileOpen(self):
+        """
+        After a bad request nothing more is delivered, and nothing kept,
+        even while the receiver keeps the connection open; the reply is the
+        receiver's to send.
+        """
+        framer, recorder = feed(
+            HTTPRequestReceiver, GET + b"BAD\r\n\r\n" + POST, GET, recorder=KeepingOpen()
+        )
+        self.assertEqual(recorder.messages, [GET])
+        self.assertEqual(recorder.errors, ["malformed request line"])
+        self.assertEqual(framer.transport.value(), b"")
+        self.assertFalse(framer.transport.disconnecting)
+        self.assertEqual(framer.buffered(), 0)
 
 
 class ResponseFramingTests(SynchronousTestCase):
@@ -457,17 +476,17 @@ class ResponseFramingTests(SynchronousTestCase):
         """
         Responses arriving a byte at a time are delivered once each, whole.
         """
-        receiver, _ = feed(Responses, *byteAtATime(OK), request=GET)
-        self.assertEqual(receiver.messages, [OK])
-        receiver.expectResponseTo(GET)
+        framer, recorder = feed(HTTPResponseReceiver, *byteAtATime(OK), request=GET)
+        self.assertEqual(recorder.messages, [OK])
+        framer.expectResponseTo(GET)
         for byte in byteAtATime(CHUNKED_OK):
-            receiver.dataReceived(byte)
-        self.assertEqual(receiver.messages, [OK, CHUNKED_OK])
+            framer.dataReceived(byte)
+        self.assertEqual(recorder.messages, [OK, CHUNKED_OK])
 
     def test_merged(self):
-        receiver, transport = feed(Responses, OK + CHUNKED_OK + OK, request=GET)
-        self.assertEqual(receiver.messages, [OK, CHUNKED_OK, OK])
-        self.assertFalse(transport.disconnecting)
+        framer, recorder = feed(HTTPResponseReceiver, OK + CHUNKED_OK + OK, request=GET)
+        self.assertEqual(recorder.messages, [OK, CHUNKED_OK, OK])
+        self.assertFalse(framer.transport.disconnecting)
 
     def test_chunkedWinsOverContentLength(self):
         """
@@ -480,8 +499,8 @@ class ResponseFramingTests(SynchronousTestCase):
             b"2\r\nhi\r\n0\r\n\r\n"
         )
         factory = RenewingFactory()
-        receiver, _ = feed(Responses, response + OK, request=GET, factory=factory)
-        self.assertEqual(receiver.messages, [response])
+        _, recorder = feed(HTTPResponseReceiver, response + OK, request=GET, factory=factory)
+        self.assertEqual(recorder.messages, [response])
         self.assertEqual(factory.renewed, [[]])
         self.assertTrue(application.closesClient(GET, response))
 
@@ -490,10 +509,10 @@ class ResponseFramingTests(SynchronousTestCase):
         A response whose transfer coding is not chunked runs to the close.
         """
         response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc"
-        receiver, _ = feed(Responses, response, request=GET)
-        self.assertEqual(receiver.messages, [])
-        receiver.connectionLost(Failure(ConnectionError()))
-        self.assertEqual(receiver.messages, [response])
+        framer, recorder = feed(HTTPResponseReceiver, response, request=GET)
+        self.assertEqual(recorder.messages, [])
+        framer.connectionLost(Failure(ConnectionError()))
+        self.assertEqual(recorder.messages, [response])
 
     def test_headHasNoBody(self):
         """
@@ -502,12 +521,12 @@ class ResponseFramingTests(SynchronousTestCase):
         """
         head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
         chunkedHead = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-        receiver, _ = feed(Responses, head, request=HEAD)
-        receiver.expectResponseTo(HEAD)
-        receiver.dataReceived(chunkedHead)
-        receiver.expectResponseTo(GET)
-        receiver.dataReceived(OK)
-        self.assertEqual(receiver.messages, [head, chunkedHead, OK])
+        framer, recorder = feed(HTTPResponseReceiver, head, request=HEAD)
+        framer.expectResponseTo(HEAD)
+        framer.dataReceived(chunkedHead)
+        framer.expectResponseTo(GET)
+        framer.dataReceived(OK)
+        self.assertEqual(recorder.messages, [head, chunkedHead, OK])
 
     def test_noBodyStatuses(self):
         """
@@ -515,12 +534,12 @@ class ResponseFramingTests(SynchronousTestCase):
         """
         noContent = b"HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n"
         notModified = b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\nETag: \"x\"\r\n\r\n"
-        receiver, _ = feed(Responses, noContent, request=GET)
-        receiver.expectResponseTo(GET)
-        receiver.dataReceived(notModified)
-        receiver.expectResponseTo(GET)
-        receiver.dataReceived(OK)
-        self.assertEqual(receiver.messages, [noContent, notModified, OK])
+        framer, recorder = feed(HTTPResponseReceiver, noContent, request=GET)
+        framer.expectResponseTo(GET)
+        framer.dataReceived(notModified)
+        framer.expectResponseTo(GET)
+        framer.dataReceived(OK)
+        self.assertEqual(recorder.messages, [noContent, notModified, OK])
 
     def test_interim(self):
         """
@@ -528,18 +547,20 @@ class ResponseFramingTests(SynchronousTestCase):
         """
         early = b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
         processing = b"HTTP/1.1 102 Processing\r\n\r\n"
-        receiver, _ = feed(Responses, *byteAtATime(processing + early + OK), request=POST)
-        self.assertEqual(receiver.interims, [processing, early])
-        self.assertEqual(receiver.messages, [OK])
+        _, recorder = feed(
+            HTTPResponseReceiver, *byteAtATime(processing + early + OK), request=POST
+        )
+        self.assertEqual(recorder.parts, [processing, early])
+        self.assertEqual(recorder.messages, [OK])
 
     def test_continueForwarded(self):
         """
         A 100 Continue to a request that did not ask for one is passed on.
         """
         continue_ = b"HTTP/1.1 100 Continue\r\n\r\n"
-        receiver, _ = feed(Responses, continue_ + OK, request=POST)
-        self.assertEqual(receiver.interims, [continue_])
-        self.assertEqual(receiver.messages, [OK])
+        _, recorder = feed(HTTPResponseReceiver, continue_ + OK, request=POST)
+        self.assertEqual(recorder.parts, [continue_])
+        self.assertEqual(recorder.messages, [OK])
 
     def test_continueDropped(self):
         """
@@ -549,21 +570,23 @@ class ResponseFramingTests(SynchronousTestCase):
         request = b"PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx"
         continue_ = b"HTTP/1.1 100 Continue\r\n\r\n"
         early = b"HTTP/1.1 103 Early Hints\r\n\r\n"
-        receiver, _ = feed(Responses, continue_ + early + OK, request=request)
-        self.assertEqual(receiver.interims, [early])
-        self.assertEqual(receiver.messages, [OK])
+        _, recorder = feed(HTTPResponseReceiver, continue_ + early + OK, request=request)
+        self.assertEqual(recorder.parts, [early])
+        self.assertEqual(recorder.messages, [OK])
 
     def test_unsolicitedInterimDropped(self):
-        receiver, _ = feed(Responses, OK, request=GET)
-        receiver.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n")
-        self.assertEqual(receiver.interims, [])
+        framer, recorder = feed(HTTPResponseReceiver, OK, request=GET)
+        framer.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.assertEqual(recorder.parts, [])
         self.assertEqual(len(self.flushLoggedErrors()), 0)
 
     def test_switchingProtocols(self):
-        receiver, transport = feed(Responses, b"HTTP/1.1 101 Switching Protocols\r\n\r\n", request=GET)
-        self.assertEqual(receiver.errors, ["the target switched protocols (101)"])
-        self.assertEqual(transport.value(), b"")
-        self.assertTrue(transport.disconnecting)
+        framer, recorder = feed(
+            HTTPResponseReceiver, b"HTTP/1.1 101 Switching Protocols\r\n\r\n", request=GET
+        )
+        self.assertEqual(recorder.errors, ["the target switched protocols (101)"])
+        self.assertEqual(framer.transport.value(), b"")
+        self.assertTrue(framer.transport.disconnecting)
 
     def test_runsToClose(self):
         """
@@ -572,18 +595,20 @@ class ResponseFramingTests(SynchronousTestCase):
         """
         response = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of "
         factory = RenewingFactory()
-        receiver, _ = feed(Responses, response, b"it", request=GET, factory=factory)
-        self.assertEqual(receiver.messages, [])
-        receiver.connectionLost(Failure(ConnectionError()))
-        self.assertEqual(receiver.messages, [response + b"it"])
+        framer, recorder = feed(
+            HTTPResponseReceiver, response, b"it", request=GET, factory=factory
+        )
+        self.assertEqual(recorder.messages, [])
+        framer.connectionLost(Failure(ConnectionError()))
+        self.assertEqual(recorder.messages, [response + b"it"])
         self.assertEqual(factory.renewed, [[]])
         self.assertTrue(application.closesClient(GET, response + b"it"))
 
     def test_runsToCloseEmpty(self):
         response = b"HTTP/1.0 200 OK\r\n\r\n"
-        receiver, _ = feed(Responses, response, request=GET)
-        receiver.connectionLost(Failure(ConnectionError()))
-        self.assertEqual(receiver.messages, [response])
+        framer, recorder = feed(HTTPResponseReceiver, response, request=GET)
+        framer.connectionLost(Failure(ConnectionError()))
+        self.assertEqual(recorder.messages, [response])
 
     def test_incompleteAtClose(self):
         """
@@ -591,9 +616,9 @@ class ResponseFramingTests(SynchronousTestCase):
         session then fails the round trip).
         """
         for partial in [OK[:-1], CHUNKED_OK[:-2], b"HTTP/1.1 200 OK\r\n"]:
-            receiver, _ = feed(Responses, partial, request=GET)
-            receiver.connectionLost(Failure(ConnectionError()))
-            self.assertEqual(receiver.messages, [])
+            framer, recorder = feed(HTTPResponseReceiver, partial, request=GET)
+            framer.connectionLost(Failure(ConnectionError()))
+            self.assertEqual(recorder.messages, [])
 
     def test_connectionClose(self):
         """
@@ -606,10 +631,12 @@ class ResponseFramingTests(SynchronousTestCase):
             b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
         ]:
             factory = RenewingFactory()
-            receiver, transport = feed(Responses, response + OK, request=GET, factory=factory)
+            framer, recorder = feed(
+                HTTPResponseReceiver, response + OK, request=GET, factory=factory
+            )
             self.assertEqual(factory.renewed, [[]])
-            self.assertEqual(receiver.messages, [response])
-            self.assertTrue(transport.disconnecting)
+            self.assertEqual(recorder.messages, [response])
+            self.assertTrue(framer.transport.disconnecting)
             self.assertTrue(application.closesClient(GET, response))
 
     def test_keepAlive(self):
@@ -619,22 +646,22 @@ class ResponseFramingTests(SynchronousTestCase):
         """
         response = b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 2\r\n\r\nok"
         factory = RenewingFactory()
-        feed(Responses, response, request=GET, factory=factory)
+        feed(HTTPResponseReceiver, response, request=GET, factory=factory)
         self.assertEqual(factory.renewed, [])
         self.assertFalse(application.closesClient(GET, response))
         old = b"GET / HTTP/1.0\r\n\r\n"
-        feed(Responses, OK, request=old, factory=factory)
+        feed(HTTPResponseReceiver, OK, request=old, factory=factory)
         self.assertEqual(factory.renewed, [[]])
         self.assertTrue(application.closesClient(old, OK))
 
     def test_withoutFactory(self):
         """
-        A bare response receiver closes its transport instead.
+        A bare response framer closes its transport instead.
         """
         response = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-        receiver, transport = feed(Responses, response + OK, request=GET)
-        self.assertTrue(transport.disconnecting)
-        self.assertEqual(receiver.messages, [response])
+        framer, recorder = feed(HTTPResponseReceiver, response + OK, request=GET)
+        self.assertTrue(framer.transport.disconnecting)
+        self.assertEqual(recorder.messages, [response])
 
     def test_badResponses(self):
         for data, reason in [
@@ -647,16 +674,16 @@ class ResponseFramingTests(SynchronousTestCase):
             (b"HTTP/1.1 200 OK\r\nA: b\r\n c\r\n\r\n", "obsolete line folding in a header field"),
             (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nq\r\n", "invalid chunk-size line"),
         ]:
-            receiver, transport = feed(Responses, data, request=GET)
-            self.assertEqual(receiver.errors, [reason], data)
-            self.assertEqual(transport.value(), b"")
-            self.assertTrue(transport.disconnecting)
+            framer, recorder = feed(HTTPResponseReceiver, data, request=GET)
+            self.assertEqual(recorder.errors, [reason], data)
+            self.assertEqual(framer.transport.value(), b"")
+            self.assertTrue(framer.transport.disconnecting)
 
     def test_tooLarge(self):
-        receiver, _ = feed(SmallResponses, b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 300, request=GET)
-        self.assertEqual(receiver.errors, ["message larger than 256 bytes"])
-        receiver, _ = feed(SmallResponses, b"HTTP/1.1 200 OK\r\nX: " + b"x" * 100, request=GET)
-        self.assertEqual(receiver.errors, ["head larger than 64 bytes"])
+        _, recorder = feed(SmallResponses, b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 300, request=GET)
+        self.assertEqual(recorder.errors, ["message larger than 256 bytes"])
+        _, recorder = feed(SmallResponses, b"HTTP/1.1 200 OK\r\nX: " + b"x" * 100, request=GET)
+        self.assertEqual(recorder.errors, ["head larger than 64 bytes"])
 
     def test_statusLineVariants(self):
         """
@@ -664,8 +691,292 @@ class ResponseFramingTests(SynchronousTestCase):
         """
         for line in [b"HTTP/1.1 200 \r\n", b"HTTP/1.1 200\r\n", b"HTTP/1.1 599 Whatever\tyou say\r\n"]:
             response = line + b"Content-Length: 0\r\n\r\n"
-            receiver, _ = feed(Responses, response, request=GET)
-            self.assertEqual(receiver.messages, [response])
+            _, recorder = feed(HTTPResponseReceiver, response, request=GET)
+            self.assertEqual(recorder.messages, [response])
+
+
+class BareLineEndTests(SynchronousTestCase):
+    """
+    Lines must end in CRLF. A bare LF or CR is refused as soon as it
+    arrives, not waited on: a head that never holds CRLFCRLF would otherwise
+    keep its client waiting, unanswered, forever.
+    """
+
+    def test_requestBareLF(self):
+        """
+        A request whose lines all end in a bare LF gets 400 at once.
+        """
+        recorder = assertRefused(
+            self, HTTPRequestReceiver, b"GET / HTTP/1.1\nHost: x\n\n", 400
+        )
+        self.assertEqual(recorder.errors, ["bare CR or LF in the head"])
+        self.assertEqual(recorder.messages, [])
+
+    def test_requestBareLFBeforeHeadEnds(self):
+        """
+        The bare LF is refused when it arrives, the rest of the head unseen,
+        however the head is split; whole requests before it are delivered.
+        """
+        for chunks in [
+            [b"GET / HTTP/1.1\n"],
+            byteAtATime(b"GET / HTTP/1.1\n"),
+            [GET + b"GET / HTTP/1.1\r\nHost: x\n"],
+            [b"\n"],
+            [b"GET / HTTP/1.1\r\nHost: x\r", b"\n\n"],
+        ]:
+            framer, recorder = feed(HTTPRequestReceiver, *chunks)
+            self.assertEqual(recorder.errors, ["bare CR or LF in the head"], chunks)
+            self.assertTrue(
+                framer.transport.value().startswith(b"HTTP/1.1 400 Bad Request\r\n"), chunks
+            )
+            self.assertTrue(framer.transport.disconnecting)
+            self.assertEqual(recorder.messages, [GET] if chunks[0].startswith(GET) else [])
+
+    def test_requestBareCR(self):
+        """
+        A CR followed by anything but LF is refused at once; a CR that ends
+        a read waits for the next byte.
+        """
+        for chunks in [[b"GET / HTTP/1.1\rHost: x\r\r"], [b"GET / HTTP/1.1\r", b"H"]]:
+            _, recorder = feed(HTTPRequestReceiver, *chunks)
+            self.assertEqual(recorder.errors, ["bare CR or LF in the head"], chunks)
+        cr = GET.index(b"\r")
+        framer, recorder = feed(HTTPRequestReceiver, GET[: cr + 1], GET[cr + 1 :])
+        self.assertEqual(recorder.messages, [GET])
+        self.assertEqual(recorder.errors, [])
+        _, recorder = feed(HTTPRequestReceiver, *byteAtATime(GET + CHUNKED_POST))
+        self.assertEqual(recorder.messages, [GET, CHUNKED_POST])
+        self.assertEqual(recorder.errors, [])
+
+    def test_bareLFInBodyIsData(self):
+        """
+        A body is bytes, not lines: an LF in it is not a line end.
+        """
+        request = b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\na\nb\r"
+        _, recorder = feed(HTTPRequestReceiver, *byteAtATime(request + GET))
+        self.assertEqual(recorder.messages, [request, GET])
+        self.assertEqual(recorder.errors, [])
+
+    def test_chunkSizeLineBareLF(self):
+        """
+        A chunk-size line ended by a bare LF is refused at once.
+        """
+        head = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        for body in [b"5\nhello\n", b"5\n", b"5\r5"]:
+            _, recorder = feed(HTTPRequestReceiver, head, *byteAtATime(body))
+            self.assertEqual(recorder.errors, ["invalid chunk-size line"], body)
+
+    def test_trailersBareLF(self):
+        """
+        A trailer section with bare LFs is refused at once.
+        """
+        head = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        for body in [b"0\r\nA: b\n", b"0\r\n\n", b"0\r\nA: b\r\r"]:
+            _, recorder = feed(HTTPRequestReceiver, head, *byteAtATime(body))
+            self.assertEqual(recorder.errors, ["bare CR or LF in the trailer section"], body)
+
+    def test_responseBareLF(self):
+        """
+        A response with bare LF line ends is a framing error at once (the
+        round trip fails with InvalidResponse, and the client gets 502),
+        not a wait for the timeout.
+        """
+        for data in [
+            b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok",
+            b"HTTP/1.1 200 OK\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\nok",
+        ]:
+            framer, recorder = feed(HTTPResponseReceiver, data, request=GET)
+            self.assertEqual(recorder.errors, ["bare CR or LF in the head"], data)
+            self.assertEqual(recorder.messages, [])
+            self.assertEqual(framer.transport.value(), b"")
+            self.assertTrue(framer.transport.disconnecting)
+
+
+class FieldValueTests(SynchronousTestCase):
+    """
+    Field values are trimmed of SP and HTAB only (RFC 9110, 5.6.3), and may
+    not hold control characters other than HTAB; obs-text (0x80-0xFF) is
+    allowed.
+    """
+
+    def test_controlCharactersRefused(self):
+        """
+        VT or FF around or inside a value is not whitespace: the request is
+        refused, rather than C{\\x0bchunked} being read as chunked.
+        """
+        for field in [
+            b"Transfer-Encoding: \x0bchunked",
+            b"Transfer-Encoding: chunked\x0c",
+            b"Content-Length: \x0b3",
+            b"X: a\x01b",
+            b"X: a\x1bb",
+            b"X: \x7f",
+        ]:
+            request = b"POST / HTTP/1.1\r\n" + field + b"\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+            recorder = assertRefused(self, HTTPRequestReceiver, request, 400)
+            self.assertEqual(
+                recorder.errors, ["control character in a header field value"], field
+            )
+            self.assertEqual(recorder.messages, [])
+
+    def test_trailerControlCharactersRefused(self):
+        request = (
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: \x0bx\r\n\r\n"
+        )
+        recorder = assertRefused(self, HTTPRequestReceiver, request, 400)
+        self.assertEqual(recorder.errors, ["control character in a header field value"])
+
+    def test_responseControlCharactersRefused(self):
+        response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: \x0bchunked\r\n\r\n0\r\n\r\n"
+        framer, recorder = feed(HTTPResponseReceiver, response, request=GET)
+        self.assertEqual(recorder.errors, ["control character in a header field value"])
+        self.assertEqual(recorder.messages, [])
+        self.assertTrue(framer.transport.disconnecting)
+
+    def test_tabsAndObsTextAllowed(self):
+        """
+        HTAB inside or around a value, and bytes 0x80-0xFF, are allowed.
+        """
+        request = (
+            b"GET / HTTP/1.1\r\nX-Name:\tcaf\xc3\xa9 \x80\xff\t\r\n"
+            b"X-Tab: a\tb\r\nContent-Length:\t 2 \t\r\n\r\nhi"
+        )
+        _, recorder = feed(HTTPRequestReceiver, request + GET)
+        self.assertEqual(recorder.messages, [request, GET])
+
+    def test_elementsTrimSpaceAndTabOnly(self):
+        """
+        L{Head.elements} and L{Head.chunked} trim SP and HTAB from each
+        element, nothing else.
+        """
+        head = Head((1, 1), [(b"connection", b" Close\t,\x0bkeep-alive ,\t")])
+        self.assertEqual(head.elements(b"connection"), [b"close", b"\x0bkeep-alive"])
+        self.assertFalse(head.persistent())
+        self.assertFalse(Head((1, 1), [(b"transfer-encoding", b"\x0cchunked")]).chunked())
+        self.assertTrue(Head((1, 1), [(b"transfer-encoding", b"gzip ,\tchunked ")]).chunked())
+        self.assertFalse(Head((1, 0), [(b"connection", b"\x0bkeep-alive")]).persistent())
+
+
+class Buffering(Recording):
+    """
+    Records, with each message and part, what the framer says is buffered
+    while it is delivered.
+    """
+
+    def __init__(self):
+        Recording.__init__(self)
+        self.buffered = []
+
+    def messageReceived(self, message):
+        Recording.messageReceived(self, message)
+        self.buffered.append(self.framer.buffered())
+
+    def partReceived(self, part):
+        Recording.partReceived(self, part)
+        self.buffered.append(self.framer.buffered())
+
+
+class BufferedContractTests(SynchronousTestCase):
+    """
+    While a message is delivered, C{buffered()} counts the bytes that came
+    after it in the same read (the target session renews a connection that
+    sent bytes nothing asked for).
+    """
+
+    def test_responses(self):
+        for chunks, expected in [
+            ([OK], [0]),
+            ([OK + OK], [len(OK), 0]),
+            ([OK + OK[:5]], [5]),
+            ([CHUNKED_OK + b"x"], [1]),
+            ([OK[:-1], OK[-1:] + b"HTTP/1.1"], [8]),
+            (byteAtATime(CHUNKED_OK), [0]),
+            ([b"HTTP/1.1 103 Early\r\n\r\n" + OK], [len(OK), 0]),
+        ]:
+            framer, recorder = connect(HTTPResponseReceiver, recorder=Buffering())
+            for chunk in chunks:
+                framer.expectResponseTo(GET)
+                framer.dataReceived(chunk)
+            self.assertEqual(recorder.buffered, expected, chunks)
+
+    def test_requests(self):
+        for chunks, expected in [
+            ([GET + POST], [len(POST), 0]),
+            ([POST[:-2], POST[-2:] + GET[:4]], [4]),
+            ([GET + b"\r\n"], [2]),
+            (byteAtATime(CHUNKED_POST), [0]),
+        ]:
+            framer, recorder = feed(HTTPRequestReceiver, *chunks, recorder=Buffering())
+            self.assertEqual(recorder.buffered, expected, chunks)
+
+
+class PlainReceiver:
+    """
+    A receiver that keeps no reference to its framer.
+    """
+
+    def startReceiving(self, framer):
+        pass
+
+    def messageReceived(self, message):
+        pass
+
+    def partReceived(self, part):
+        pass
+
+    def framingError(self, reason, reply):
+        pass
+
+    def stopReceiving(self, reason):
+        pass
+
+
+class ReferenceTests(SynchronousTestCase):
+    """
+    A framer is no reference cycle of its own, so that a departed client's
+    framer, and the bytes it holds, are freed at once rather than by the
+    cyclic garbage collector.
+    """
+
+    def setUp(self):
+        if gc.isenabled():
+            gc.disable()
+            self.addCleanup(gc.enable)
+
+    def test_freedWithoutCollector(self):
+        for framerClass, request, chunk in [
+            (HTTPRequestReceiver, None, GET[:10]),
+            (HTTPRequestReceiver, None, POST[:-2]),
+            (HTTPRequestReceiver, None, CHUNKED_POST[:-10]),
+            (HTTPResponseReceiver, GET, OK[:10]),
+            (HTTPResponseReceiver, GET, OK[:-1]),
+            (HTTPResponseReceiver, GET, b"HTTP/1.1 200 OK\r\n\r\nuntil close"),
+        ]:
+            framer = framerClass(PlainReceiver())
+            framer.makeConnection(StringTransport())
+            if request is not None:
+                framer.expectResponseTo(request)
+            framer.dataReceived(chunk)
+            self.assertTrue(framer.buffered())
+            ref = weakref.ref(framer)
+            del framer
+            self.assertIsNone(ref(), (framerClass, chunk))
+
+    def test_bufferReleasedOnClose(self):
+        """
+        Whatever still refers to a framer once its connection is lost (its
+        session does), the bytes of an incomplete message are let go.
+        """
+        for framerClass, request, data in [
+            (HTTPRequestReceiver, None, POST[:-1]),
+            (HTTPResponseReceiver, GET, OK[:-1]),
+        ]:
+            framer, recorder = feed(framerClass, data, request=request)
+            self.assertTrue(framer.buffered())
+            framer.connectionLost(Failure(ConnectionError()))
+            self.assertEqual(framer.buffered(), 0, framerClass)
+            self.assertEqual(recorder.messages, [])
 
 
 class ApplicationTests(SynchronousTestCase):
@@ -691,7 +1002,7 @@ class ApplicationTests(SynchronousTestCase):
             (TargetUnavailable("refused"), 502),
             (TargetTimeout("slow"), 504),
             (TargetLost("gone"), 504),
-            (TargetProtocolError("garbage"), 502),
+            (InvalidResponse("garbage"), 502),
             (GatewayError("?"), 502),
         ]:
             head, body = self.assertErrorResponse(error, status)
@@ -729,7 +1040,8 @@ class ApplicationTests(SynchronousTestCase):
 
 _tokens = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_", min_size=1, max_size=12)
 _values = st.binary(max_size=30).map(
-    lambda b: bytes(c for c in b if c not in b"\r\n\x00").strip(b" \t")
+    # Field values hold no control characters but HTAB (RFC 9110, 5.5).
+    lambda b: bytes(c for c in b if c == 9 or 32 <= c != 127).strip(b" \t")
 )
 _bodies = st.binary(max_size=200)
 
@@ -798,20 +1110,23 @@ class PropertyTests(SynchronousTestCase):
         requests come out, unchanged.
         """
         stream = b"".join(messages)
-        receiver, transport = feed(Requests, *data.draw(splitting(stream)))
-        self.assertEqual(receiver.messages, messages)
-        self.assertEqual(receiver.errors, [])
+        _, recorder = feed(HTTPRequestReceiver, *data.draw(splitting(stream)))
+        self.assertEqual(recorder.messages, messages)
+        self.assertEqual(recorder.errors, [])
 
     @settings(max_examples=150, deadline=None)
     @given(st.lists(responseMessages(), min_size=1, max_size=5), st.data())
     def test_responsesAnySplit(self, messages, data):
         stream = b"".join(messages)
-        receiver, transport = feed(
-            PipelinedResponses, *data.draw(splitting(stream)), request=POST
+        _, recorder = feed(
+            HTTPResponseReceiver,
+            *data.draw(splitting(stream)),
+            request=POST,
+            recorder=ExpectingPosts(),
         )
-        self.assertEqual(receiver.interims, [m for m in messages if m[9:10] == b"1"])
-        self.assertEqual(receiver.messages, [m for m in messages if m[9:10] != b"1"])
-        self.assertEqual(receiver.errors, [])
+        self.assertEqual(recorder.parts, [m for m in messages if m[9:10] == b"1"])
+        self.assertEqual(recorder.messages, [m for m in messages if m[9:10] != b"1"])
+        self.assertEqual(recorder.errors, [])
 
     @settings(max_examples=300, deadline=None)
     @given(st.data())
@@ -821,8 +1136,8 @@ class PropertyTests(SynchronousTestCase):
         at most one framing error, after which nothing is delivered, and an
         incomplete message never holds more than the maximum.
         """
-        receiverClass = data.draw(st.sampled_from([SmallRequests, SmallResponses]))
-        messages = requestMessages() if receiverClass is SmallRequests else responseMessages()
+        framerClass = data.draw(st.sampled_from([SmallRequests, SmallResponses]))
+        messages = requestMessages() if framerClass is SmallRequests else responseMessages()
         stream = data.draw(st.one_of(st.binary(max_size=600), messages.map(bytes)))
         stream = bytearray(stream)
         for position, value in data.draw(
@@ -830,21 +1145,21 @@ class PropertyTests(SynchronousTestCase):
         ):
             if stream:
                 stream[position % len(stream)] = value
-        receiver, transport = connect(receiverClass)
-        receiver.expectResponseTo(GET)
+        framer, recorder = connect(framerClass)
+        framer.expectResponseTo(GET)
         delivered = None
         for chunk in data.draw(splitting(bytes(stream))):
-            receiver.dataReceived(chunk)
-            self.assertLessEqual(receiver.buffered(), receiverClass.maxMessageSize)
-            if receiver.errors and delivered is None:
-                delivered = len(receiver.messages) + len(receiver.interims)
-        receiver.connectionLost(Failure(ConnectionError()))
-        self.assertLessEqual(len(receiver.errors), 1)
-        if receiver.errors:
-            self.assertEqual(len(receiver.messages) + len(receiver.interims), delivered)
-            self.assertTrue(transport.disconnecting)
-        for message in receiver.messages:
-            self.assertLessEqual(len(message), receiverClass.maxMessageSize)
+            framer.dataReceived(chunk)
+            self.assertLessEqual(framer.buffered(), framerClass.maxMessageSize)
+            if recorder.errors and delivered is None:
+                delivered = len(recorder.messages) + len(recorder.parts)
+        framer.connectionLost(Failure(ConnectionError()))
+        self.assertLessEqual(len(recorder.errors), 1)
+        if recorder.errors:
+            self.assertEqual(len(recorder.messages) + len(recorder.parts), delivered)
+            self.assertTrue(framer.transport.disconnecting)
+        for message in recorder.messages:
+            self.assertLessEqual(len(message), framerClass.maxMessageSize)
 
 
 # -- end to end, over real TCP
@@ -1264,10 +1579,9 @@ class GatewayErrorTests(TestCase):
         With nothing listening at the target, a client gets 502 and is
         closed.
         """
-        with socket.socket() as unused:
-            unused.bind(("127.0.0.1", 0))
-            port = unused.getsockname()[1]
-        muxPort, _ = await startMultiplexer(self, "http", port, "--retry-delay", "10")
+        muxPort, _ = await startMultiplexer(
+            self, "http", freePort(), "--retry-delay", "10"
+        )
         results = await deferToThread(rawExchange, muxPort, GET, 1)
         status, headers, body = results[0]
         self.assertEqual(status, 502)
@@ -1295,3 +1609,218 @@ class GatewayErrorTests(TestCase):
         answer = await deferToThread(exchange)
         self.assertTrue(answer.startswith(b"HTTP/1.1 504 Gateway Timeout\r\n"), answer)
         self.assertTrue(answer.endswith(b"\r\nConnection: close\r\n\r\n"), answer)
+
+
+class NaiveServer(Protocol):
+    """
+    A deliberately naive HTTP/1.1 target: it reads request heads one after
+    another and answers each with C{path: <request target>}, honouring
+    C{Content-Length} except on a GET, whose body it reads as more requests
+    (as servers that ignore a GET's body do). Every response to one read is
+    written in one write, after the longest of the factory's C{delays} for
+    the paths in it; with the factory's C{lineEnd} set to C{b"\\n"}, its
+    responses' lines end in a bare LF.
+    """
+
+    def connectionMade(self):
+        self.factory.connections += 1
+        self.buffer = b""
+        self.calls = []
+
+    def dataReceived(self, data):
+        self.buffer += data
+        responses, paths = [], []
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                break
+            lines = self.buffer[:end].split(b"\r\n")
+            method, path, version = lines[0].split(b" ")
+            length = 0
+            if method != b"GET":
+                for line in lines[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.lower() == b"content-length":
+                        length = int(value)
+            if len(self.buffer) < end + 4 + length:
+                break
+            self.buffer = self.buffer[end + 4 + length :]
+            self.factory.seen.append(path)
+            paths.append(path)
+            responses.append(naiveResponse(path, self.factory.lineEnd))
+        if responses:
+            delay = max(self.factory.delays.get(path, 0) for path in paths)
+            self.calls.append(
+                reactor.callLater(delay, self.transport.write, b"".join(responses))
+            )
+
+    def connectionLost(self, reason):
+        for call in self.calls:
+            if call.active():
+                call.cancel()
+
+
+def naiveResponse(path, lineEnd=b"\r\n"):
+    """
+    What L{NaiveServer} answers to a request for C{path}.
+    """
+    body = b"path: " + path
+    return (
+        b"HTTP/1.1 200 OK" + lineEnd + b"Content-Length: %d" % len(body) + lineEnd + lineEnd + body
+    )
+
+
+async def startNaiveServer(testCase, delays=None, lineEnd=b"\r\n"):
+    """
+    Run a L{NaiveServer} on 127.0.0.1 until the test ends.
+
+    @return: C{(factory, port)}; the factory records the C{seen} request
+        targets and how many C{connections} were made.
+    """
+    factory = Factory.forProtocol(NaiveServer)
+    factory.delays = delays or {}
+    factory.lineEnd = lineEnd
+    factory.seen = []
+    factory.connections = 0
+    listening = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
+    testCase.addCleanup(listening.stopListening)
+    return factory, listening.getHost().port
+
+
+def readMessage(sock):
+    """
+    One response from C{sock}: its head, read up to the empty line, and as
+    many body bytes as its Content-Length says (none without one).
+    """
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        if not byte:
+            raise ConnectionError(f"closed after {head!r}")
+        head += byte
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-length":
+            length = int(value)
+    return head + receiveExactly(sock, length)
+
+
+class BareLineEndEndToEndTests(TestCase):
+    """
+    Bare LF line ends, over real TCP: answered at once, never waited on.
+    """
+
+    timeout = 30
+
+    async def test_bareLFRequest(self):
+        """
+        A request whose lines end in a bare LF gets 400 at once and is
+        closed; the target never sees it.
+        """
+        factory, targetPort = await startNaiveServer(self)
+        muxPort, _ = await startMultiplexer(self, "http", targetPort)
+
+        def exchange():
+            with socket.create_connection(("127.0.0.1", muxPort), timeout=5) as sock:
+                sock.sendall(b"GET / HTTP/1.1\nHost: x\n\n")
+                return readAll(sock)
+
+        started = time.monotonic()
+        answer = await deferToThread(exchange)
+        self.assertLess(time.monotonic() - started, 2)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer)
+        self.assertIn(b"\r\nConnection: close\r\n", answer)
+        self.assertEqual(factory.seen, [])
+
+    async def test_bareLFResponse(self):
+        """
+        A target answering with bare LF line ends: the client gets 502 at
+        once, not a 504 when the timeout expires.
+        """
+        factory, targetPort = await startNaiveServer(self, lineEnd=b"\n")
+        muxPort, _ = await startMultiplexer(self, "http", targetPort, "--timeout", "5s")
+        started = time.monotonic()
+        answer = await deferToThread(rawExchange, muxPort, GET, 1)
+        self.assertLess(time.monotonic() - started, 3)
+        status, headers, body = answer[0]
+        self.assertEqual(status, 502)
+        self.assertEqual(headers["Connection"], "close")
+        self.assertEqual(factory.seen, [b"/a?b=c"])
+
+
+class ContinueOrderTests(TestCase):
+    """
+    Responses reach a client in the order of its requests, tcpmux's own
+    C{100 Continue} included.
+    """
+
+    timeout = 30
+
+    async def test_continueAfterEarlierResponses(self):
+        """
+        A client pipelines a request the target answers slowly, then the
+        head of a PUT with C{Expect: 100-continue}: it gets the first
+        response, then C{100 Continue}, and once it has sent the body, the
+        PUT's response.
+        """
+        factory, targetPort = await startNaiveServer(self, delays={b"/slow": 0.5})
+        muxPort, _ = await startMultiplexer(self, "http", targetPort)
+
+        def exchange():
+            with socket.create_connection(("127.0.0.1", muxPort), timeout=10) as sock:
+                sock.sendall(
+                    b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+                    b"PUT /put HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+                    b"Expect: 100-continue\r\n\r\n"
+                )
+                received = [readMessage(sock), readMessage(sock)]
+                sock.sendall(b"body")
+                received.append(readMessage(sock))
+                return received
+
+        received = await deferToThread(exchange)
+        self.assertEqual(
+            received,
+            [naiveResponse(b"/slow"), b"HTTP/1.1 100 Continue\r\n\r\n", naiveResponse(b"/put")],
+        )
+        self.assertEqual(factory.seen, [b"/slow", b"/put"])
+
+
+class SurplusResponseTests(TestCase):
+    """
+    A target that answers one request twice.
+    """
+
+    timeout = 30
+
+    async def test_secondResponseReachesNoOne(self):
+        """
+        Client A's GET has a body that is itself a request; the target
+        ignores a GET's body and answers it too, both responses in one
+        write. A gets its first response only; B, whose request waited
+        behind A's, gets its own (or a 502): never the surplus one.
+        """
+        factory, targetPort = await startNaiveServer(self, delays={b"/a": 0.3})
+        muxPort, _ = await startMultiplexer(self, "http", targetPort)
+        smuggled = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+        requestA = (
+            b"GET /a HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(smuggled)
+            + smuggled
+        )
+        requestB = b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+
+        def exchange(request):
+            with socket.create_connection(("127.0.0.1", muxPort), timeout=10) as sock:
+                sock.sendall(request)
+                sock.shutdown(socket.SHUT_WR)
+                return readAll(sock)
+
+        answeredA = deferToThread(exchange, requestA)
+        await until(lambda: b"/a" in factory.seen)
+        answeredB = deferToThread(exchange, requestB)
+        answerA, answerB = await gatherResults([answeredA, answeredB])
+        self.assertEqual(factory.seen[:2], [b"/a", b"/smuggled"])
+        self.assertEqual(answerA, naiveResponse(b"/a"))
+        if not answerB.startswith(b"HTTP/1.1 502 "):
+            self.assertEqual(answerB, naiveResponse(b"/b"))

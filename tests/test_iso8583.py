@@ -3,32 +3,34 @@ Tests for L{tcpmux.protocols.iso8583}: 2-byte binary length framing, and
 ISO 8583 clients (pyiso8583) sharing one host link through tcpmux.
 """
 
-import os
 import socket
 import struct
-import sys
 
 import iso8583
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from iso8583.specs import default_ascii as spec
-from twisted.internet.defer import gatherResults
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import deferToThread
-from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tcpmux import protocols
 from tcpmux.errors import TargetLost, TargetTimeout, TargetUnavailable
 from tcpmux.protocols.iso8583 import ISO8583Receiver, application
-from tests.framers import Recording, bytewise, chunked, feed, feedLikeAReactor
-from tests.support import EXAMPLES, ROOT, childEnvironment, runExample, startMultiplexer
-
-
-def framed(payload):
-    return struct.pack(">H", len(payload)) + payload
+from tests.framers import KeepingOpen, Recording, bytewise, chunked, feed, feedLikeAReactor
+from tests.iso import (
+    closedAfterRequest,
+    exampleClientThrough,
+    expectedSession,
+    framed,
+    isoClientSession,
+    isoRequest,
+    manyTerminals,
+    receiveFramed,
+)
+from tests.support import freePort, runExample, startMultiplexer
 
 
 ECHO = framed(b"0800822000000000000004000000000000001124202200000001301")
@@ -36,11 +38,7 @@ PURCHASE = framed(b"0200" + b"x" * 300)
 KEEPALIVE = b"\x00\x00"
 
 
-class RecordingReceiver(Recording, ISO8583Receiver):
-    pass
-
-
-class SmallReceiver(RecordingReceiver):
+class SmallReceiver(ISO8583Receiver):
     MAX_LENGTH = 100
     maxMessageSize = 102
 
@@ -50,39 +48,40 @@ class FramingTests(SynchronousTestCase):
         """
         A message is delivered with its length header, as on the wire.
         """
-        receiver, transport = feed(RecordingReceiver, ECHO)
-        self.assertEqual(receiver.messages, [ECHO])
-        self.assertFalse(transport.disconnecting)
+        framer, recorder = feed(ISO8583Receiver, ECHO)
+        self.assertEqual(recorder.messages, [ECHO])
+        self.assertFalse(framer.transport.disconnecting)
 
     def test_byteAtATime(self):
         """
         Messages arriving a byte at a time are each delivered once, whole.
         """
-        receiver, _ = feed(RecordingReceiver, *bytewise(ECHO + PURCHASE))
-        self.assertEqual(receiver.messages, [ECHO, PURCHASE])
+        _, recorder = feed(ISO8583Receiver, *bytewise(ECHO + PURCHASE))
+        self.assertEqual(recorder.messages, [ECHO, PURCHASE])
 
     def test_merged(self):
         """
         Several messages in one read are delivered one by one; a partial one
         waits for the rest.
         """
-        receiver, _ = feed(RecordingReceiver, ECHO + PURCHASE + ECHO[:1])
-        self.assertEqual(receiver.messages, [ECHO, PURCHASE])
-        receiver.dataReceived(ECHO[1:])
-        self.assertEqual(receiver.messages, [ECHO, PURCHASE, ECHO])
+        framer, recorder = feed(ISO8583Receiver, ECHO + PURCHASE + ECHO[:1])
+        self.assertEqual(recorder.messages, [ECHO, PURCHASE])
+        self.assertEqual(framer.buffered(), 1)
+        framer.dataReceived(ECHO[1:])
+        self.assertEqual(recorder.messages, [ECHO, PURCHASE, ECHO])
 
     def test_keepAliveDropped(self):
         """
         A zero length header is a keep-alive: it is not a message, and the
         messages around it are delivered.
         """
-        receiver, transport = feed(
-            RecordingReceiver, KEEPALIVE + ECHO + KEEPALIVE, KEEPALIVE[:1], KEEPALIVE[1:]
+        framer, recorder = feed(
+            ISO8583Receiver, KEEPALIVE + ECHO + KEEPALIVE, KEEPALIVE[:1], KEEPALIVE[1:]
         )
-        receiver.dataReceived(PURCHASE)
-        self.assertEqual(receiver.messages, [ECHO, PURCHASE])
-        self.assertEqual(receiver.errors, [])
-        self.assertFalse(transport.disconnecting)
+        framer.dataReceived(PURCHASE)
+        self.assertEqual(recorder.messages, [ECHO, PURCHASE])
+        self.assertEqual(recorder.errors, [])
+        self.assertFalse(framer.transport.disconnecting)
 
     def test_largest(self):
         """
@@ -91,22 +90,38 @@ class FramingTests(SynchronousTestCase):
         """
         big = framed(b"0200" + b"\x00" * 65531)
         self.assertEqual(len(big), ISO8583Receiver.maxMessageSize)
-        receiver, transport = feed(RecordingReceiver, big[:40000], big[40000:])
-        self.assertEqual(receiver.messages, [big])
-        self.assertFalse(transport.disconnecting)
+        framer, recorder = feed(ISO8583Receiver, big[:40000], big[40000:])
+        self.assertEqual(recorder.messages, [big])
+        self.assertFalse(framer.transport.disconnecting)
 
     def test_lengthLimit(self):
         """
         With a lower C{MAX_LENGTH}, a longer header is a framing error at
         once: the connection is closed and nothing more is delivered.
         """
-        receiver, transport = feed(
+        framer, recorder = feed(
             SmallReceiver, framed(b"a" * 100) + b"\x00\x65", framed(b"b")
         )
-        receiver.dataReceived(framed(b"c"))
-        self.assertEqual(receiver.messages, [framed(b"a" * 100)])
-        self.assertEqual(receiver.errors, ["ISO 8583 length header is 101, more than 100"])
-        self.assertTrue(transport.disconnecting)
+        framer.dataReceived(framed(b"c"))
+        self.assertEqual(recorder.messages, [framed(b"a" * 100)])
+        self.assertEqual(recorder.errors, ["ISO 8583 length header is 101, more than 100"])
+        self.assertTrue(framer.transport.disconnecting)
+
+    def test_nothingAfterErrorWhileOpen(self):
+        """
+        After a length over the limit nothing more is delivered, and nothing
+        kept, even while the receiver keeps the connection open.
+        """
+        framer, recorder = feed(
+            SmallReceiver,
+            framed(b"a") + b"\x00\x65" + framed(b"b"),
+            framed(b"c"),
+            recorder=KeepingOpen(),
+        )
+        self.assertEqual(recorder.messages, [framed(b"a")])
+        self.assertEqual(len(recorder.errors), 1)
+        self.assertFalse(framer.transport.disconnecting)
+        self.assertEqual(framer.buffered(), 0)
 
     def test_nothingAfterClose(self):
         """
@@ -114,21 +129,21 @@ class FramingTests(SynchronousTestCase):
         same read are not delivered.
         """
 
-        class Closing(RecordingReceiver):
+        class Closing(Recording):
             def messageReceived(self, message):
-                RecordingReceiver.messageReceived(self, message)
-                self.transport.loseConnection()
+                Recording.messageReceived(self, message)
+                self.framer.transport.loseConnection()
 
-        receiver, _ = feed(Closing, ECHO + PURCHASE + ECHO)
-        self.assertEqual(receiver.messages, [ECHO])
+        _, recorder = feed(ISO8583Receiver, ECHO + PURCHASE + ECHO, recorder=Closing())
+        self.assertEqual(recorder.messages, [ECHO])
 
 
 class ApplicationTests(SynchronousTestCase):
     def test_registered(self):
         self.assertIs(protocols.get("iso8583"), application)
         self.assertEqual(application.name, "iso8583")
-        self.assertIs(application.requestReceiver, ISO8583Receiver)
-        self.assertIs(application.responseReceiver, ISO8583Receiver)
+        self.assertIs(application.requestFramer, ISO8583Receiver)
+        self.assertIs(application.responseFramer, ISO8583Receiver)
 
     def test_errorsCloseTheClient(self):
         """
@@ -175,10 +190,10 @@ class PropertyTests(SynchronousTestCase):
         (keep-alives, the empty ones, dropped).
         """
         data = b"".join(framed(m) for m in messages)
-        receiver, transport = feed(RecordingReceiver)
-        feedLikeAReactor(receiver, chunked(data, cuts))
-        self.assertEqual(receiver.messages, [framed(m) for m in messages if m])
-        self.assertFalse(transport.disconnecting)
+        framer, recorder = feed(ISO8583Receiver)
+        feedLikeAReactor(framer, chunked(data, cuts))
+        self.assertEqual(recorder.messages, [framed(m) for m in messages if m])
+        self.assertFalse(framer.transport.disconnecting)
 
     @settings(max_examples=300, deadline=None)
     @given(st.binary(max_size=600), st.lists(st.integers(min_value=0), max_size=20))
@@ -187,177 +202,13 @@ class PropertyTests(SynchronousTestCase):
         Arbitrary bytes deliver exactly what a reference parser finds and
         raise nothing, with a lowered limit too.
         """
-        for receiverClass, limit in (RecordingReceiver, 0xFFFF), (SmallReceiver, 100):
-            receiver, transport = feed(receiverClass)
-            feedLikeAReactor(receiver, chunked(data, cuts))
+        for framerClass, limit in (ISO8583Receiver, 0xFFFF), (SmallReceiver, 100):
+            framer, recorder = feed(framerClass)
+            feedLikeAReactor(framer, chunked(data, cuts))
             messages, error = referenceParse(data, limit)
-            self.assertEqual(receiver.messages, messages)
-            self.assertEqual(bool(receiver.errors), error)
-            self.assertEqual(transport.disconnecting, error)
-
-
-# -- end to end: pyiso8583 clients, tcpmux, examples/iso8583_server.py
-
-
-def sendFramed(sock, raw, header):
-    if header == "ascii":
-        sock.sendall(b"%04d" % len(raw) + raw)
-    else:
-        sock.sendall(framed(raw))
-
-
-def receiveExactly(sock, size):
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ConnectionError(f"closed after {len(data)} of {size} bytes")
-        data += chunk
-    return data
-
-
-def receiveFramed(sock, header):
-    if header == "ascii":
-        length = int(receiveExactly(sock, 4))
-    else:
-        (length,) = struct.unpack(">H", receiveExactly(sock, 2))
-    return receiveExactly(sock, length)
-
-
-def isoRequest(mti, stan, terminal):
-    message = {"t": mti, "7": "1124202200", "11": f"{stan:06d}", "41": terminal}
-    if mti == "0800":
-        message["70"] = "301"
-    else:
-        message.update({"2": "4111111111111111", "3": "000000", "4": f"{stan:012d}"})
-    raw, _ = iso8583.encode(message, spec)
-    return bytes(raw)
-
-
-def isoClientSession(port, header, index, rounds=4, batch=3):
-    """
-    One ISO 8583 terminal: C{rounds} times, send C{batch} requests at once
-    (an 0800, then 0200s), then read and decode the answers.
-
-    @return: C{(mti, stan, amount)} of every answer, in order.
-    """
-    terminal = f"TERM{index:04d}"
-    seen = []
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        stan = index * 1000
-        for _ in range(rounds):
-            sent = []
-            for n in range(batch):
-                stan += 1
-                mti = "0800" if n == 0 else "0200"
-                sent.append(stan)
-                sendFramed(sock, isoRequest(mti, stan, terminal), header)
-            for _ in sent:
-                answer, _ = iso8583.decode(receiveFramed(sock, header), spec)
-                assert answer["41"] == terminal, answer
-                seen.append((answer["t"], int(answer["11"]), answer.get("4")))
-    return seen
-
-
-def expectedSession(index, rounds=4, batch=3):
-    expected = []
-    stan = index * 1000
-    for _ in range(rounds):
-        for n in range(batch):
-            stan += 1
-            if n == 0:
-                expected.append(("0810", stan, None))
-            else:
-                expected.append(("0210", stan, f"{stan:012d}"))
-    return expected
-
-
-def closedAfterRequest(port, raw, header):
-    """
-    Send one request; return what comes back before the connection closes.
-    """
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sendFramed(sock, raw, header)
-        received = b""
-        while True:
-            chunk = sock.recv(1000)
-            if not chunk:
-                return received
-            received += chunk
-
-
-def freePort():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-async def manyTerminals(testCase, protocol, header, clients=6):
-    host, hostPort = await runExample(
-        testCase, "iso8583_server.py", "--port", "0", "--header", header
-    )
-    port, _ = await startMultiplexer(testCase, protocol, hostPort)
-    results = await gatherResults(
-        [deferToThread(isoClientSession, port, header, index) for index in range(1, clients + 1)]
-    )
-    for index, seen in zip(range(1, clients + 1), results):
-        testCase.assertEqual(seen, expectedSession(index))
-    testCase.assertEqual(host.count("accepted connection"), 1)
-    testCase.assertEqual(host.count("refused connection"), 0)
-    testCase.assertEqual(host.count("answered"), clients * 12)
-    return host, port
-
-
-async def badClientClosedOthersServed(testCase, protocol, header, badBytes):
-    """
-    A client sending C{badBytes} is closed; a terminal connected at the
-    same time is answered before and after.
-    """
-    host, hostPort = await runExample(
-        testCase, "iso8583_server.py", "--port", "0", "--header", header
-    )
-    port, _ = await startMultiplexer(testCase, protocol, hostPort)
-    good = socket.create_connection(("127.0.0.1", port), timeout=10)
-    testCase.addCleanup(good.close)
-
-    def ask(stan):
-        sendFramed(good, isoRequest("0800", stan, "GOOD0001"), header)
-        answer, _ = iso8583.decode(receiveFramed(good, header), spec)
-        return answer["t"], answer["11"]
-
-    testCase.assertEqual(await deferToThread(ask, 7), ("0810", "000007"))
-
-    def badClient():
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            sock.sendall(badBytes)
-            return sock.recv(100)
-
-    testCase.assertEqual(await deferToThread(badClient), b"")
-    testCase.assertEqual(await deferToThread(ask, 8), ("0810", "000008"))
-    testCase.assertEqual(host.count("accepted connection"), 1)
-
-
-async def exampleClientThrough(testCase, protocol, header):
-    host, hostPort = await runExample(
-        testCase, "iso8583_server.py", "--port", "0", "--header", header
-    )
-    port, _ = await startMultiplexer(testCase, protocol, hostPort)
-    out, err, code = await getProcessOutputAndValue(
-        sys.executable,
-        [os.path.join(EXAMPLES, "iso8583_client.py"), "--port", str(port),
-         "--header", header, "--count", "2", "--stan", "41"],
-        env=childEnvironment(),
-        path=ROOT,
-    )
-    testCase.assertEqual(code, 0, err)
-    testCase.assertEqual(
-        out.decode().splitlines(),
-        [
-            "0800 stan=000041 -> 0810 stan=000041 response code 00",
-            "0200 stan=000042 -> 0210 stan=000042 response code 00",
-            "0200 stan=000043 -> 0210 stan=000043 response code 00",
-        ],
-    )
+            self.assertEqual(recorder.messages, messages)
+            self.assertEqual(bool(recorder.errors), error)
+            self.assertEqual(framer.transport.disconnecting, error)
 
 
 class EndToEndTests(TestCase):

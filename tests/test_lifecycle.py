@@ -15,21 +15,17 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tcpmux.multiplexer import Multiplexer
 from tcpmux.protocols.echo import application as echo
-from tests.faults import (
-    FaultTarget,
-    answer,
-    ask,
-    captureLogs,
-    connect,
-    exceptionResponse,
-    hold,
-    readRequest,
-    readResponse,
-)
-from tests.support import ROOT, ChildProcess, childEnvironment, startMultiplexer
+from tests.faults import FaultTarget, answer, ask, captureLogs, connect, hold
 from tests.memory import connectClient
-from tests.support import until
-from tests.test_faults import freePort
+from tests.modbus import exceptionResponse, readRequest, readResponse
+from tests.support import (
+    ROOT,
+    ChildProcess,
+    childEnvironment,
+    freePort,
+    startMultiplexer,
+    until,
+)
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 
@@ -174,8 +170,7 @@ class FakeTarget:
     """
 
     name = "fake"
-    timeout = 60.0
-    connection = True
+    concurrency = 1
 
     def __init__(self):
         self.pending = []
@@ -193,7 +188,7 @@ class FakeTarget:
 
         return succeed(None)
 
-    def roundTrip(self, request, interim=None, deadline=None):
+    def roundTrip(self, request, deadline=None, partReceived=None):
         d = Deferred()
         self.pending.append((request, d))
         return d
@@ -219,14 +214,34 @@ class ClientTimeoutUnitTests(SynchronousTestCase):
             self.logs,
         )
 
-    def test_activityPostpones(self):
+    def test_wholeRequestPostpones(self):
         client, transport = connectClient(self.multiplexer, 4002)
         self.clock.advance(8)
-        client.dataReceived(b"partial")
+        client.dataReceived(b"whole\n")
+        self.target.pending.pop()[1].callback(b"whole\n")
         self.clock.advance(8)
         self.assertTrue(transport.connected)
         self.clock.advance(2)
         self.assertFalse(transport.connected)
+
+    def test_incompleteRequestDoesNotPostpone(self):
+        """
+        A client that keeps sending bytes of a request it never finishes (a
+        slow drip) is closed once --client-timeout has passed since its
+        last whole request.
+        """
+        client, transport = connectClient(self.multiplexer, 4005)
+        for second in range(9):
+            self.clock.advance(1)
+            client.dataReceived(b"x")
+        self.assertTrue(transport.connected)
+        self.clock.advance(1)
+        self.assertFalse(transport.connected)
+        self.assertIn(
+            "Closing client 127.0.0.1:4005: request incomplete after 10.0s "
+            "(--client-timeout)",
+            self.logs,
+        )
 
     def test_waitingForAnswerIsNotIdle(self):
         client, transport = connectClient(self.multiplexer, 4003)

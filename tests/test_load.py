@@ -11,9 +11,9 @@ import os
 from twisted.internet.defer import gatherResults
 from twisted.trial.unittest import TestCase
 
-from tests.faults import FaultTarget, answer, ask, connect, readRequest, readResponse
-from tests.support import runExample, startMultiplexer
-from tests.support import until
+from tests.faults import FaultTarget, answer, ask, connect
+from tests.modbus import readRequest, readResponse
+from tests.support import runExample, startMultiplexer, until
 
 
 def openFds():

@@ -4,39 +4,26 @@ and gateway exception responses.
 """
 
 import socket
-import struct
 
 from pymodbus.client import ModbusTcpClient
 from twisted.internet.defer import gatherResults
+from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tcpmux.errors import TargetLost, TargetTimeout, TargetUnavailable
 from tcpmux.protocols.modbus import (
-    ModbusResponseReceiver,
     ModbusTCPReceiver,
     application,
     exceptionResponse,
 )
-from tests.framers import Recording, feed
+from tests.framers import KeepingOpen, Recording, feed
+from tests.modbus import adu, clientSession
 from tests.support import runExample, startMultiplexer
-from tests.test_e2e_modbus import clientSession
-
-
-def adu(tid, unit, pdu, protocol=0):
-    return struct.pack(">HHHB", tid, protocol, len(pdu) + 1, unit) + pdu
 
 
 READ = adu(1, 1, b"\x03\x00\x00\x00\x02")
 WRITE = adu(2, 7, b"\x10\x00\x10\x00\x01\x02\x12\x34")
-
-
-class RecordingRequests(Recording, ModbusTCPReceiver):
-    pass
-
-
-class RecordingResponses(Recording, ModbusResponseReceiver):
-    pass
 
 
 class ModbusFramingTests(SynchronousTestCase):
@@ -45,18 +32,18 @@ class ModbusFramingTests(SynchronousTestCase):
         An ADU arriving a byte at a time is delivered once, whole.
         """
         data = READ + WRITE
-        receiver, _ = feed(RecordingRequests, *[data[i : i + 1] for i in range(len(data))])
-        self.assertEqual(receiver.messages, [READ, WRITE])
+        _, recorder = feed(ModbusTCPReceiver, *[data[i : i + 1] for i in range(len(data))])
+        self.assertEqual(recorder.messages, [READ, WRITE])
 
     def test_merged(self):
         """
         Several ADUs in one read are delivered one by one; the remainder
         waits.
         """
-        receiver, _ = feed(RecordingRequests, READ + WRITE + READ[:5])
-        self.assertEqual(receiver.messages, [READ, WRITE])
-        receiver.dataReceived(READ[5:])
-        self.assertEqual(receiver.messages, [READ, WRITE, READ])
+        framer, recorder = feed(ModbusTCPReceiver, READ + WRITE + READ[:5])
+        self.assertEqual(recorder.messages, [READ, WRITE])
+        framer.dataReceived(READ[5:])
+        self.assertEqual(recorder.messages, [READ, WRITE, READ])
 
     def test_largestADU(self):
         """
@@ -64,61 +51,69 @@ class ModbusFramingTests(SynchronousTestCase):
         """
         big = adu(9, 1, b"\x10" + b"\x00" * 252)
         self.assertEqual(len(big), 260)
-        receiver, transport = feed(RecordingRequests, big)
-        self.assertEqual(receiver.messages, [big])
-        self.assertFalse(transport.disconnecting)
+        framer, recorder = feed(ModbusTCPReceiver, big)
+        self.assertEqual(recorder.messages, [big])
+        self.assertFalse(framer.transport.disconnecting)
 
     def test_wrongProtocolId(self):
         """
         A protocol id other than 0 is refused as soon as its bytes arrive,
         and the connection is closed.
         """
-        receiver, transport = feed(RecordingRequests, READ[:2] + b"\x00\x01")
-        self.assertEqual(receiver.errors, ["Modbus TCP protocol id is 1, not 0"])
-        self.assertTrue(transport.disconnecting)
+        framer, recorder = feed(ModbusTCPReceiver, READ[:2] + b"\x00\x01")
+        self.assertEqual(recorder.errors, ["Modbus TCP protocol id is 1, not 0"])
+        self.assertTrue(framer.transport.disconnecting)
 
     def test_lengthTooLarge(self):
         """
         A length field over 254 is refused without waiting for the body.
         """
-        receiver, transport = feed(RecordingRequests, b"\x00\x01\x00\x00\x00\xff")
-        self.assertEqual(receiver.errors, ["Modbus TCP length field is 255, not 2..254"])
-        self.assertTrue(transport.disconnecting)
+        framer, recorder = feed(ModbusTCPReceiver, b"\x00\x01\x00\x00\x00\xff")
+        self.assertEqual(recorder.errors, ["Modbus TCP length field is 255, not 2..254"])
+        self.assertTrue(framer.transport.disconnecting)
 
     def test_lengthTooSmall(self):
         """
         A length field under 2 (no function code) is refused.
         """
-        receiver, transport = feed(RecordingRequests, b"\x00\x01\x00\x00\x00\x01\x01")
-        self.assertEqual(receiver.errors, ["Modbus TCP length field is 1, not 2..254"])
-        self.assertEqual(receiver.messages, [])
+        _, recorder = feed(ModbusTCPReceiver, b"\x00\x01\x00\x00\x00\x01\x01")
+        self.assertEqual(recorder.errors, ["Modbus TCP length field is 1, not 2..254"])
+        self.assertEqual(recorder.messages, [])
 
     def test_nothingAfterError(self):
         """
         After a framing error, valid ADUs in the same read are not delivered.
         """
-        receiver, transport = feed(RecordingRequests, READ + b"\x00\x01\x00\x07" + READ)
-        self.assertEqual(receiver.messages, [READ])
-        self.assertEqual(len(receiver.errors), 1)
+        _, recorder = feed(ModbusTCPReceiver, READ + b"\x00\x01\x00\x07" + READ)
+        self.assertEqual(recorder.messages, [READ])
+        self.assertEqual(len(recorder.errors), 1)
 
-    def test_responseMatchedByTransactionId(self):
+    def test_nothingAfterErrorWhileOpen(self):
         """
-        The response receiver passes on only the answer to the request in
-        flight; a late answer to an earlier request is dropped.
+        After a framing error nothing more is delivered, from the same read
+        or a later one, even while the receiver keeps the connection open.
         """
-        receiver, _ = feed(RecordingResponses)
-        receiver.expectResponseTo(WRITE)
+        framer, recorder = feed(
+            ModbusTCPReceiver, READ + b"\x00\x01\x00\x07" + READ, recorder=KeepingOpen()
+        )
+        framer.dataReceived(READ)
+        self.assertEqual(recorder.messages, [READ])
+        self.assertEqual(len(recorder.errors), 1)
+        self.assertEqual(framer.buffered(), 0)
+
+    def test_responseFramerPassesEveryResponse(self):
+        """
+        The response framer passes on every response, whatever its
+        transaction id: the target session matches them to requests by id.
+        """
+        recorder = Recording()
+        framer = application.pipelining.buildResponseFramer(recorder)
+        framer.makeConnection(StringTransport())
         late = adu(1, 1, b"\x03\x04\x00\x01\x00\x02")
         answer = adu(2, 7, b"\x10\x00\x10\x00\x01")
-        receiver.dataReceived(late + answer)
-        self.assertEqual(receiver.messages, [answer])
-
-    def test_unsolicitedResponseDropped(self):
-        """
-        A response when no request is in flight is dropped.
-        """
-        receiver, _ = feed(RecordingResponses, adu(1, 1, b"\x03\x02\x00\x01"))
-        self.assertEqual(receiver.messages, [])
+        framer.dataReceived(late + answer)
+        self.assertEqual(recorder.messages, [late, answer])
+        self.assertIs(recorder.framer, framer)
 
 
 class ExceptionResponseTests(SynchronousTestCase):

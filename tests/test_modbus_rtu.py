@@ -20,14 +20,12 @@ from tcpmux import protocols
 from tcpmux.errors import TargetLost, TargetTimeout, TargetUnavailable
 from tcpmux.protocols.modbus_rtu import (
     ModbusRTUOverTCPReceiver,
-    ModbusRTUOverTCPResponseReceiver,
     application,
     exceptionFrame,
 )
-from tests.support import startMultiplexer
-from tests.framers import Recording, bytewise, chunked, feed
-from tests.test_iso8583 import freePort
-from tests.test_modbus_serial import referenceCRC
+from tests.framers import bytewise, chunked, feed
+from tests.modbus import referenceCRC, splitModbus
+from tests.support import freePort, receiveExactly, startMultiplexer
 
 
 def crc(data):
@@ -48,24 +46,16 @@ WRITE = frame(2, 7, b"\x10\x00\x10\x00\x01\x02\x12\x34")
 WRITE_ANSWER = frame(2, 7, b"\x10\x00\x10\x00\x01")
 
 
-class RecordingRequests(Recording, ModbusRTUOverTCPReceiver):
-    pass
-
-
-class RecordingResponses(Recording, ModbusRTUOverTCPResponseReceiver):
-    pass
-
-
 class FramingTests(SynchronousTestCase):
     def test_byteAtATime(self):
-        receiver, _ = feed(RecordingRequests, *bytewise(READ + WRITE))
-        self.assertEqual(receiver.messages, [READ, WRITE])
+        _, recorder = feed(ModbusRTUOverTCPReceiver, *bytewise(READ + WRITE))
+        self.assertEqual(recorder.messages, [READ, WRITE])
 
     def test_merged(self):
-        receiver, _ = feed(RecordingRequests, READ + WRITE + READ[:7])
-        self.assertEqual(receiver.messages, [READ, WRITE])
-        receiver.dataReceived(READ[7:])
-        self.assertEqual(receiver.messages, [READ, WRITE, READ])
+        framer, recorder = feed(ModbusRTUOverTCPReceiver, READ + WRITE + READ[:7])
+        self.assertEqual(recorder.messages, [READ, WRITE])
+        framer.dataReceived(READ[7:])
+        self.assertEqual(recorder.messages, [READ, WRITE, READ])
 
     def test_largestAndSmallest(self):
         """
@@ -76,15 +66,15 @@ class FramingTests(SynchronousTestCase):
         small = frame(10, 1, b"\x07")
         self.assertEqual(len(big), ModbusRTUOverTCPReceiver.maxMessageSize)
         self.assertEqual(len(small), 10)
-        receiver, transport = feed(RecordingRequests, big + small)
-        self.assertEqual(receiver.messages, [big, small])
-        self.assertFalse(transport.disconnecting)
+        framer, recorder = feed(ModbusRTUOverTCPReceiver, big + small)
+        self.assertEqual(recorder.messages, [big, small])
+        self.assertFalse(framer.transport.disconnecting)
 
     def assertRefused(self, data, reason):
-        receiver, transport = feed(RecordingRequests, data)
-        self.assertEqual(receiver.errors, [reason])
-        self.assertEqual(receiver.messages, [])
-        self.assertTrue(transport.disconnecting)
+        framer, recorder = feed(ModbusRTUOverTCPReceiver, data)
+        self.assertEqual(recorder.errors, [reason])
+        self.assertEqual(recorder.messages, [])
+        self.assertTrue(framer.transport.disconnecting)
 
     def test_wrongProtocolId(self):
         self.assertRefused(b"\x00\x01\x00\x01", "Modbus RTU-over-TCP protocol id is 1, not 0")
@@ -103,13 +93,13 @@ class FramingTests(SynchronousTestCase):
         is delivered.
         """
         bad = READ[:-2] + b"\x00\x00"
-        receiver, transport = feed(RecordingRequests, WRITE + bad + READ)
-        receiver.dataReceived(READ)
-        self.assertEqual(receiver.messages, [WRITE])
+        framer, recorder = feed(ModbusRTUOverTCPReceiver, WRITE + bad + READ)
+        framer.dataReceived(READ)
+        self.assertEqual(recorder.messages, [WRITE])
         self.assertEqual(
-            receiver.errors, [f"bad CRC: got 0000, computed {READ[-2:].hex()}"]
+            recorder.errors, [f"bad CRC: got 0000, computed {READ[-2:].hex()}"]
         )
-        self.assertTrue(transport.disconnecting)
+        self.assertTrue(framer.transport.disconnecting)
 
     def test_crcCoversUnitId(self):
         """
@@ -118,32 +108,34 @@ class FramingTests(SynchronousTestCase):
         """
         pdu = b"\x03\x00\x00\x00\x02"
         wrong = struct.pack(">HHHB", 1, 0, 8, 1) + pdu + crc(pdu)
-        receiver, _ = feed(RecordingRequests, wrong)
-        self.assertEqual(len(receiver.errors), 1)
+        _, recorder = feed(ModbusRTUOverTCPReceiver, wrong)
+        self.assertEqual(len(recorder.errors), 1)
 
-    def test_responseMatchedByTransactionId(self):
+    def test_idsRewrittenOnTheTargetConnection(self):
         """
-        The response receiver passes on only the answer to the request in
-        flight; a late answer to an earlier request is dropped.
+        Transaction ids are rewritten as for Modbus TCP: the CRC covers the
+        unit id and the PDU, so a request with another id is still valid.
         """
-        receiver, _ = feed(RecordingResponses)
-        receiver.expectResponseTo(WRITE)
-        receiver.dataReceived(READ_ANSWER + WRITE_ANSWER + WRITE_ANSWER)
-        self.assertEqual(receiver.messages, [WRITE_ANSWER])
-        self.assertEqual(receiver.errors, [])
+        ids = application.pipelining
+        rewritten = ids.requestWithId(WRITE, 0x1234)
+        self.assertEqual(rewritten[:2], b"\x12\x34")
+        _, recorder = feed(ModbusRTUOverTCPReceiver, rewritten)
+        self.assertEqual(recorder.messages, [rewritten])
+        self.assertEqual(ids.responseFor(WRITE_ANSWER, WRITE), WRITE_ANSWER)
 
     def test_badResponseCRC(self):
-        receiver, transport = feed(RecordingResponses)
-        receiver.expectResponseTo(READ)
-        receiver.dataReceived(READ_ANSWER[:-1] + b"\x00")
-        self.assertEqual(receiver.messages, [])
-        self.assertEqual(len(receiver.errors), 1)
+        framer, recorder = feed(ModbusRTUOverTCPReceiver)
+        framer.expectResponseTo(READ)
+        framer.dataReceived(READ_ANSWER[:-1] + b"\x00")
+        self.assertEqual(recorder.messages, [])
+        self.assertEqual(len(recorder.errors), 1)
 
 
 class ApplicationTests(SynchronousTestCase):
     def test_registered(self):
         self.assertIs(protocols.get("modbus-rtu"), application)
-        self.assertIs(application.responseReceiver, ModbusRTUOverTCPResponseReceiver)
+        self.assertIs(application.requestFramer, ModbusRTUOverTCPReceiver)
+        self.assertIs(application.responseFramer, ModbusRTUOverTCPReceiver)
 
     def test_unavailable(self):
         """
@@ -165,10 +157,10 @@ class ApplicationTests(SynchronousTestCase):
         The gateway's answer is itself a valid frame for a client.
         """
         answer = exceptionFrame(WRITE, 0x0A)
-        receiver, _ = feed(RecordingResponses)
-        receiver.expectResponseTo(WRITE)
-        receiver.dataReceived(answer)
-        self.assertEqual(receiver.messages, [answer])
+        framer, recorder = feed(ModbusRTUOverTCPReceiver)
+        framer.expectResponseTo(WRITE)
+        framer.dataReceived(answer)
+        self.assertEqual(recorder.messages, [answer])
 
     def test_describe(self):
         self.assertEqual(application.describe(WRITE), "tid=0002 unit=7 fc=16")
@@ -187,12 +179,12 @@ class PropertyTests(SynchronousTestCase):
     @settings(max_examples=200, deadline=None)
     @given(st.lists(frames(), max_size=6), cuts)
     def test_anyChunking(self, sent, cuts):
-        receiver, transport = feed(RecordingRequests)
+        framer, recorder = feed(ModbusRTUOverTCPReceiver)
         for chunk in chunked(b"".join(sent), cuts):
-            receiver.dataReceived(chunk)
-            self.assertLess(len(receiver._buffer), receiver.maxMessageSize)
-        self.assertEqual(receiver.messages, sent)
-        self.assertFalse(transport.disconnecting)
+            framer.dataReceived(chunk)
+            self.assertLess(framer.buffered(), framer.maxMessageSize)
+        self.assertEqual(recorder.messages, sent)
+        self.assertFalse(framer.transport.disconnecting)
 
     @settings(max_examples=300, deadline=None)
     @given(
@@ -208,18 +200,18 @@ class PropertyTests(SynchronousTestCase):
         only whole frames with a good CRC delivered, exactly the start of
         the stream, and nothing after a framing error.
         """
-        receiver, transport = feed(RecordingRequests)
+        framer, recorder = feed(ModbusRTUOverTCPReceiver)
         for chunk in chunked(data, cuts):
-            if transport.disconnecting:
+            if framer.transport.disconnecting:
                 break
-            receiver.dataReceived(chunk)
-            self.assertLess(len(receiver._buffer), receiver.maxMessageSize)
-        delivered = b"".join(receiver.messages)
+            framer.dataReceived(chunk)
+            self.assertLess(framer.buffered(), framer.maxMessageSize)
+        delivered = b"".join(recorder.messages)
         self.assertEqual(data[: len(delivered)], delivered)
-        for message in receiver.messages:
+        for message in recorder.messages:
             self.assertEqual(crc(message[6:-2]), message[-2:])
-        self.assertLessEqual(len(receiver.errors), 1)
-        self.assertEqual(transport.disconnecting, bool(receiver.errors))
+        self.assertLessEqual(len(recorder.errors), 1)
+        self.assertEqual(framer.transport.disconnecting, bool(recorder.errors))
 
 
 # -- end to end, over real TCP
@@ -239,12 +231,10 @@ class RTUOverTCPDevice(Protocol):
         self.factory.connections += 1
 
     def dataReceived(self, data):
-        self._buffer += data
-        while len(self._buffer) >= 6:
-            tid, protocol, length = struct.unpack(">HHH", self._buffer[:6])
-            if len(self._buffer) < 6 + length:
-                return
-            body, self._buffer = self._buffer[6 : 6 + length], self._buffer[6 + length :]
+        messages, self._buffer = splitModbus(self._buffer + data)
+        for message in messages:
+            tid, protocol = struct.unpack(">HH", message[:4])
+            body = message[6:]
             if protocol != 0 or body[-2:] != crc(body[:-2]):
                 self.factory.errors.append(body)
                 self.transport.loseConnection()
@@ -276,20 +266,12 @@ class Devices(Factory):
 
 
 def receiveFrame(sock):
-    header = b""
-    while len(header) < 6:
-        chunk = sock.recv(6 - len(header))
-        if not chunk:
-            raise ConnectionError("closed")
-        header += chunk
+    """
+    Receive one MBAP-headed frame, header included.
+    """
+    header = receiveExactly(sock, 6)
     (length,) = struct.unpack(">H", header[4:])
-    rest = b""
-    while len(rest) < length:
-        chunk = sock.recv(length - len(rest))
-        if not chunk:
-            raise ConnectionError("closed")
-        rest += chunk
-    return header + rest
+    return header + receiveExactly(sock, length)
 
 
 def rawClientSession(port, index, rounds=5):

@@ -41,24 +41,9 @@ from tcpmux.protocols.modbus_serial import (
     application,
     exceptionFrame,
 )
-from tests.support import startMultiplexer
 from tests.framers import Recording, bytewise, chunked, feed, feedLikeAReactor
-from tests.test_iso8583 import freePort
-
-
-def referenceCRC(data):
-    """
-    CRC-16/MODBUS bit by bit, straight from the definition.
-    """
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            if crc & 1:
-                crc = (crc >> 1) ^ 0xA001
-            else:
-                crc >>= 1
-    return crc
+from tests.modbus import referenceCRC
+from tests.support import freePort, startMultiplexer
 
 
 def rtu(pdu, address=1):
@@ -145,15 +130,7 @@ WRITE = rtu(reg.WriteMultipleRegistersRequest(address=8, registers=[1, 2, 3]), a
 WRITE_ANSWER = rtu(reg.WriteMultipleRegistersResponse(address=8, count=3), address=17)
 
 
-class RecordingRequests(Recording, RTURequestReceiver):
-    pass
-
-
-class RecordingResponses(Recording, RTUResponseReceiver):
-    pass
-
-
-class RecordingResponseFrames(Recording, RTUReceiver):
+class ResponseFrames(RTUReceiver):
     """
     The response framing alone, without the check against a request.
     """
@@ -189,11 +166,11 @@ class FramingTests(SynchronousTestCase):
         """
         frames = [request for request, _ in EXCHANGES]
         stream = b"".join(frames)
-        receiver, transport = feed(RecordingRequests, *bytewise(stream))
-        self.assertEqual(receiver.messages, frames)
-        receiver, transport = feed(RecordingRequests, stream)
-        self.assertEqual(receiver.messages, frames)
-        self.assertFalse(transport.disconnecting)
+        framer, recorder = feed(RTURequestReceiver, *bytewise(stream))
+        self.assertEqual(recorder.messages, frames)
+        framer, recorder = feed(RTURequestReceiver, stream)
+        self.assertEqual(recorder.messages, frames)
+        self.assertFalse(framer.transport.disconnecting)
 
     def test_everyResponse(self):
         """
@@ -202,12 +179,12 @@ class FramingTests(SynchronousTestCase):
         """
         for request, response in EXCHANGES:
             for chunks in [response], bytewise(response):
-                receiver, transport = feed(RecordingResponses)
-                receiver.expectResponseTo(request)
+                framer, recorder = feed(RTUResponseReceiver)
+                framer.expectResponseTo(request)
                 for chunk in chunks:
-                    receiver.dataReceived(chunk)
-                self.assertEqual(receiver.messages, [response], request)
-                self.assertFalse(transport.disconnecting)
+                    framer.dataReceived(chunk)
+                self.assertEqual(recorder.messages, [response], request)
+                self.assertFalse(framer.transport.disconnecting)
 
     def test_exceptionResponses(self):
         """
@@ -217,10 +194,10 @@ class FramingTests(SynchronousTestCase):
         for request, _ in EXCHANGES:
             error = rtu(ExceptionResponse(request[1], 0x02))
             self.assertEqual(len(error), 5)
-            receiver, _ = feed(RecordingResponses)
-            receiver.expectResponseTo(request)
-            receiver.dataReceived(error + request)
-            self.assertEqual(receiver.messages, [error])
+            framer, recorder = feed(RTUResponseReceiver)
+            framer.expectResponseTo(request)
+            framer.dataReceived(error + request)
+            self.assertEqual(recorder.messages, [error])
 
     def test_largestFrames(self):
         """
@@ -229,15 +206,15 @@ class FramingTests(SynchronousTestCase):
         """
         big = withCRC(b"\x01\x10\x00\x00\x00\x7b\xf7" + b"\x00" * 247)
         self.assertEqual(len(big), RTURequestReceiver.maxMessageSize)
-        receiver, _ = feed(RecordingRequests, big)
-        self.assertEqual(receiver.messages, [big])
-        receiver, transport = feed(RecordingRequests, b"\x01\x10\x00\x00\x00\x7c\xf8")
+        _, recorder = feed(RTURequestReceiver, big)
+        self.assertEqual(recorder.messages, [big])
+        framer, recorder = feed(RTURequestReceiver, b"\x01\x10\x00\x00\x00\x7c\xf8")
         self.assertEqual(
-            receiver.errors, ["function code 16 frame of 257 bytes is longer than 256"]
+            recorder.errors, ["function code 16 frame of 257 bytes is longer than 256"]
         )
-        self.assertTrue(transport.disconnecting)
-        receiver, transport = feed(RecordingResponseFrames, b"\x01\x18\x00\xfb")
-        self.assertEqual(len(receiver.errors), 1)
+        self.assertTrue(framer.transport.disconnecting)
+        _, recorder = feed(ResponseFrames, b"\x01\x18\x00\xfb")
+        self.assertEqual(len(recorder.errors), 1)
 
     def test_deviceIdObjectsTooLong(self):
         """
@@ -245,11 +222,11 @@ class FramingTests(SynchronousTestCase):
         256 bytes is refused without waiting for them all.
         """
         head = b"\x01\x2b\x0e\x01\x01\x00\x00\x03"
-        receiver, transport = feed(
-            RecordingResponseFrames, head + b"\x00\xf0" + b"v" * 240 + b"\x01\x05"
+        framer, recorder = feed(
+            ResponseFrames, head + b"\x00\xf0" + b"v" * 240 + b"\x01\x05"
         )
-        self.assertEqual(len(receiver.errors), 1)
-        self.assertTrue(transport.disconnecting)
+        self.assertEqual(len(recorder.errors), 1)
+        self.assertTrue(framer.transport.disconnecting)
 
     def test_badCRC(self):
         """
@@ -257,14 +234,14 @@ class FramingTests(SynchronousTestCase):
         delivered, in the same read or later.
         """
         bad = READ[:-1] + bytes([READ[-1] ^ 0xFF])
-        receiver, transport = feed(RecordingRequests, READ + bad + WRITE)
-        receiver.dataReceived(WRITE)
-        self.assertEqual(receiver.messages, [READ])
+        framer, recorder = feed(RTURequestReceiver, READ + bad + WRITE)
+        framer.dataReceived(WRITE)
+        self.assertEqual(recorder.messages, [READ])
         self.assertEqual(
-            receiver.errors,
+            recorder.errors,
             [f"bad CRC: got {bad[-2:].hex()}, computed {READ[-2:].hex()}"],
         )
-        self.assertTrue(transport.disconnecting)
+        self.assertTrue(framer.transport.disconnecting)
 
     def test_unknownFunctionCode(self):
         """
@@ -272,31 +249,31 @@ class FramingTests(SynchronousTestCase):
         0x08, an exception code from a client) is refused at once.
         """
         for code in 0x41, 0x08, 0x83, 0x00:
-            receiver, transport = feed(RecordingRequests, bytes((1, code)))
-            self.assertEqual(receiver.errors, [f"unknown function code {code}"])
-            self.assertTrue(transport.disconnecting)
-        receiver, _ = feed(RecordingResponseFrames, b"\x01\x41")
-        self.assertEqual(receiver.errors, ["unknown function code 65"])
+            framer, recorder = feed(RTURequestReceiver, bytes((1, code)))
+            self.assertEqual(recorder.errors, [f"unknown function code {code}"])
+            self.assertTrue(framer.transport.disconnecting)
+        _, recorder = feed(ResponseFrames, b"\x01\x41")
+        self.assertEqual(recorder.errors, ["unknown function code 65"])
 
     def test_otherMEIType(self):
         """
         Function code 43 is framed only for MEI type 14 (device
         identification).
         """
-        receiver, transport = feed(RecordingRequests, b"\x01\x2b\x0d")
-        self.assertEqual(receiver.errors, ["MEI type 13 is not supported"])
-        receiver, transport = feed(RecordingResponseFrames, b"\x01\x2b\x0d")
-        self.assertEqual(receiver.errors, ["MEI type 13 is not supported"])
+        _, recorder = feed(RTURequestReceiver, b"\x01\x2b\x0d")
+        self.assertEqual(recorder.errors, ["MEI type 13 is not supported"])
+        _, recorder = feed(ResponseFrames, b"\x01\x2b\x0d")
+        self.assertEqual(recorder.errors, ["MEI type 13 is not supported"])
 
     def test_broadcastRefused(self):
         """
         A request to address 0 would get no response: it is refused.
         """
-        receiver, transport = feed(RecordingRequests, READ + b"\x00")
-        self.assertEqual(receiver.messages, [READ])
-        self.assertEqual(len(receiver.errors), 1)
-        self.assertIn("broadcast", receiver.errors[0])
-        self.assertTrue(transport.disconnecting)
+        framer, recorder = feed(RTURequestReceiver, READ + b"\x00")
+        self.assertEqual(recorder.messages, [READ])
+        self.assertEqual(len(recorder.errors), 1)
+        self.assertIn("broadcast", recorder.errors[0])
+        self.assertTrue(framer.transport.disconnecting)
 
     def test_responseMatchedToRequest(self):
         """
@@ -304,28 +281,28 @@ class FramingTests(SynchronousTestCase):
         passed on; others are dropped, and so is any response when none is
         expected.
         """
-        receiver, _ = feed(RecordingResponses, READ_ANSWER)
-        receiver.expectResponseTo(WRITE)
+        framer, recorder = feed(RTUResponseReceiver, READ_ANSWER)
+        framer.expectResponseTo(WRITE)
         otherDevice = rtu(reg.WriteMultipleRegistersResponse(address=8, count=3), address=18)
-        receiver.dataReceived(READ_ANSWER + otherDevice + WRITE_ANSWER + WRITE_ANSWER)
-        self.assertEqual(receiver.messages, [WRITE_ANSWER])
-        self.assertEqual(receiver.errors, [])
+        framer.dataReceived(READ_ANSWER + otherDevice + WRITE_ANSWER + WRITE_ANSWER)
+        self.assertEqual(recorder.messages, [WRITE_ANSWER])
+        self.assertEqual(recorder.errors, [])
 
     def test_nothingAfterClose(self):
-        class Closing(RecordingRequests):
+        class Closing(Recording):
             def messageReceived(self, message):
-                RecordingRequests.messageReceived(self, message)
-                self.transport.loseConnection()
+                Recording.messageReceived(self, message)
+                self.framer.transport.loseConnection()
 
-        receiver, _ = feed(Closing, READ + WRITE)
-        self.assertEqual(receiver.messages, [READ])
+        _, recorder = feed(RTURequestReceiver, READ + WRITE, recorder=Closing())
+        self.assertEqual(recorder.messages, [READ])
 
 
 class ApplicationTests(SynchronousTestCase):
     def test_registered(self):
         self.assertIs(protocols.get("modbus-serial"), application)
-        self.assertIs(application.requestReceiver, RTURequestReceiver)
-        self.assertIs(application.responseReceiver, RTUResponseReceiver)
+        self.assertIs(application.requestFramer, RTURequestReceiver)
+        self.assertIs(application.responseFramer, RTUResponseReceiver)
 
     def test_unavailable(self):
         """
@@ -395,7 +372,7 @@ def responseFrames():
         )
     )
     fifo = st.tuples(address, st.binary(max_size=60)).map(
-        lambda t: withCRC(bytes((t[0], 0x18)) + len(t[1]).to_bytes(2) + t[1])
+        lambda t: withCRC(bytes((t[0], 0x18)) + len(t[1]).to_bytes(2, "big") + t[1])
     )
     counted = st.tuples(
         address, st.sampled_from([1, 2, 3, 4, 12, 17, 20, 21, 23]), st.binary(max_size=251)
@@ -416,18 +393,18 @@ class PropertyTests(SynchronousTestCase):
     @settings(max_examples=200, deadline=None)
     @given(st.lists(requestFrames(), max_size=6), cuts)
     def test_requestsAnyChunking(self, frames, cuts):
-        receiver, transport = feed(RecordingRequests)
-        feedLikeAReactor(receiver, chunked(b"".join(frames), cuts))
-        self.assertEqual(receiver.messages, frames)
-        self.assertFalse(transport.disconnecting)
+        framer, recorder = feed(RTURequestReceiver)
+        feedLikeAReactor(framer, chunked(b"".join(frames), cuts))
+        self.assertEqual(recorder.messages, frames)
+        self.assertFalse(framer.transport.disconnecting)
 
     @settings(max_examples=200, deadline=None)
     @given(st.lists(responseFrames(), max_size=6), cuts)
     def test_responsesAnyChunking(self, frames, cuts):
-        receiver, transport = feed(RecordingResponseFrames)
-        feedLikeAReactor(receiver, chunked(b"".join(frames), cuts))
-        self.assertEqual(receiver.messages, frames)
-        self.assertFalse(transport.disconnecting)
+        framer, recorder = feed(ResponseFrames)
+        feedLikeAReactor(framer, chunked(b"".join(frames), cuts))
+        self.assertEqual(recorder.messages, frames)
+        self.assertFalse(framer.transport.disconnecting)
 
     @settings(max_examples=300, deadline=None)
     @given(
@@ -446,16 +423,16 @@ class PropertyTests(SynchronousTestCase):
         order, exactly the start of the stream; it stops at its first
         framing error.
         """
-        for receiverClass in RecordingRequests, RecordingResponseFrames:
-            receiver, transport = feed(receiverClass)
-            feedLikeAReactor(receiver, chunked(data, cuts))
-            delivered = b"".join(receiver.messages)
+        for framerClass in RTURequestReceiver, ResponseFrames:
+            framer, recorder = feed(framerClass)
+            feedLikeAReactor(framer, chunked(data, cuts))
+            delivered = b"".join(recorder.messages)
             self.assertEqual(data[: len(delivered)], delivered)
-            for frame in receiver.messages:
+            for frame in recorder.messages:
                 self.assertTrue(checkCRC(frame))
                 self.assertLessEqual(len(frame), 256)
-            self.assertLessEqual(len(receiver.errors), 1)
-            self.assertEqual(transport.disconnecting, bool(receiver.errors))
+            self.assertLessEqual(len(recorder.errors), 1)
+            self.assertEqual(framer.transport.disconnecting, bool(recorder.errors))
 
 
 # -- end to end: pymodbus RTU-over-TCP clients and server

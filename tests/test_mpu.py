@@ -5,15 +5,16 @@ Tests for L{tcpmux.protocols.mpu}: 4-digit ASCII length framing, and ISO
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.internet.testing import StringTransport
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tcpmux import protocols
 from tcpmux.errors import TargetLost, TargetTimeout, TargetUnavailable
 from tcpmux.protocols.mpu import ASCIILengthReceiver, application
 from tests import framers
-from tests import test_iso8583 as iso
+from tests import iso
 from tests.framers import Recording, bytewise, chunked, feedLikeAReactor
+from tests.support import freePort, startMultiplexer
 
 
 def framed(payload):
@@ -25,12 +26,8 @@ PURCHASE = framed(b"0200" + b"x" * 300)
 KEEPALIVE = b"0000"
 
 
-class RecordingReceiver(Recording, ASCIILengthReceiver):
-    pass
-
-
-def feed(*chunks):
-    return framers.feed(RecordingReceiver, *chunks)
+def feed(*chunks, recorder=None):
+    return framers.feed(ASCIILengthReceiver, *chunks, recorder=recorder)
 
 
 class FramingTests(SynchronousTestCase):
@@ -38,27 +35,27 @@ class FramingTests(SynchronousTestCase):
         """
         A message is delivered with its length header, as on the wire.
         """
-        receiver, transport = feed(ECHO)
-        self.assertEqual(receiver.messages, [ECHO])
-        self.assertFalse(transport.disconnecting)
+        framer, recorder = feed(ECHO)
+        self.assertEqual(recorder.messages, [ECHO])
+        self.assertFalse(framer.transport.disconnecting)
 
     def test_byteAtATime(self):
-        receiver, _ = feed(*bytewise(ECHO + PURCHASE))
-        self.assertEqual(receiver.messages, [ECHO, PURCHASE])
+        _, recorder = feed(*bytewise(ECHO + PURCHASE))
+        self.assertEqual(recorder.messages, [ECHO, PURCHASE])
 
     def test_merged(self):
-        receiver, _ = feed(ECHO + PURCHASE + ECHO[:3])
-        self.assertEqual(receiver.messages, [ECHO, PURCHASE])
-        receiver.dataReceived(ECHO[3:])
-        self.assertEqual(receiver.messages, [ECHO, PURCHASE, ECHO])
+        framer, recorder = feed(ECHO + PURCHASE + ECHO[:3])
+        self.assertEqual(recorder.messages, [ECHO, PURCHASE])
+        framer.dataReceived(ECHO[3:])
+        self.assertEqual(recorder.messages, [ECHO, PURCHASE, ECHO])
 
     def test_keepAliveDropped(self):
         """
         C{"0000"} is a keep-alive, not a message.
         """
-        receiver, transport = feed(KEEPALIVE + ECHO + KEEPALIVE[:2], KEEPALIVE[2:] + PURCHASE)
-        self.assertEqual(receiver.messages, [ECHO, PURCHASE])
-        self.assertFalse(transport.disconnecting)
+        framer, recorder = feed(KEEPALIVE + ECHO + KEEPALIVE[:2], KEEPALIVE[2:] + PURCHASE)
+        self.assertEqual(recorder.messages, [ECHO, PURCHASE])
+        self.assertFalse(framer.transport.disconnecting)
 
     def test_largest(self):
         """
@@ -66,24 +63,24 @@ class FramingTests(SynchronousTestCase):
         """
         big = framed(b"0200" + b"9" * 9995)
         self.assertEqual(len(big), ASCIILengthReceiver.maxMessageSize)
-        receiver, transport = feed(big[:5000], big[5000:])
-        self.assertEqual(receiver.messages, [big])
-        self.assertFalse(transport.disconnecting)
+        framer, recorder = feed(big[:5000], big[5000:])
+        self.assertEqual(recorder.messages, [big])
+        self.assertFalse(framer.transport.disconnecting)
 
-    def assertRefused(self, receiver, transport, byte):
+    def assertRefused(self, framer, recorder, byte):
         self.assertEqual(
-            receiver.errors, [f"length header byte {byte!r} is not an ASCII digit"]
+            recorder.errors, [f"length header byte {byte!r} is not an ASCII digit"]
         )
-        self.assertTrue(transport.disconnecting)
+        self.assertTrue(framer.transport.disconnecting)
 
     def test_nonDigitAtOnce(self):
         """
         A non-digit is refused as soon as it arrives, without waiting for
         the rest of the header.
         """
-        receiver, transport = feed(b"01", b"x")
-        self.assertRefused(receiver, transport, b"x")
-        self.assertEqual(receiver.messages, [])
+        framer, recorder = feed(b"01", b"x")
+        self.assertRefused(framer, recorder, b"x")
+        self.assertEqual(recorder.messages, [])
 
     def test_signAndSpaceRefused(self):
         """
@@ -91,38 +88,36 @@ class FramingTests(SynchronousTestCase):
         would accept is refused.
         """
         for header in b"+123", b" 123", b"-001", b"12\n3", b"\xd9\xa1\xd9\xa2":
-            receiver, transport = feed(header)
-            self.assertEqual(len(receiver.errors), 1, header)
-            self.assertTrue(transport.disconnecting)
+            framer, recorder = feed(header)
+            self.assertEqual(len(recorder.errors), 1, header)
+            self.assertTrue(framer.transport.disconnecting)
 
     def test_nothingAfterError(self):
         """
         After a bad header, the messages in the same read and later reads
         are not delivered, and nothing is kept.
         """
-        receiver, transport = feed(ECHO + b"00a1" + ECHO)
-        receiver.dataReceived(ECHO)
-        self.assertEqual(receiver.messages, [ECHO])
-        self.assertRefused(receiver, transport, b"a")
-        self.assertEqual(receiver._buffer, b"")
+        framer, recorder = feed(ECHO + b"00a1" + ECHO)
+        framer.dataReceived(ECHO)
+        self.assertEqual(recorder.messages, [ECHO])
+        self.assertRefused(framer, recorder, b"a")
+        self.assertEqual(framer.buffered(), 0)
 
     def test_nothingAfterClose(self):
-        class Closing(RecordingReceiver):
+        class Closing(Recording):
             def messageReceived(self, message):
-                RecordingReceiver.messageReceived(self, message)
-                self.transport.loseConnection()
+                Recording.messageReceived(self, message)
+                self.framer.transport.loseConnection()
 
-        receiver = Closing()
-        receiver.makeConnection(StringTransport())
-        receiver.dataReceived(ECHO + PURCHASE)
-        self.assertEqual(receiver.messages, [ECHO])
+        _, recorder = feed(ECHO + PURCHASE, recorder=Closing())
+        self.assertEqual(recorder.messages, [ECHO])
 
 
 class ApplicationTests(SynchronousTestCase):
     def test_registered(self):
         self.assertIs(protocols.get("mpu"), application)
-        self.assertIs(application.requestReceiver, ASCIILengthReceiver)
-        self.assertIs(application.responseReceiver, ASCIILengthReceiver)
+        self.assertIs(application.requestFramer, ASCIILengthReceiver)
+        self.assertIs(application.responseFramer, ASCIILengthReceiver)
 
     def test_errorsCloseTheClient(self):
         for error in TargetUnavailable("x"), TargetTimeout("x"), TargetLost("x"):
@@ -171,10 +166,10 @@ class PropertyTests(SynchronousTestCase):
     @given(st.lists(st.binary(max_size=300), max_size=8), st.lists(st.integers(min_value=0), max_size=20))
     def test_anyChunking(self, messages, cuts):
         data = b"".join(framed(m) for m in messages)
-        receiver, transport = feed()
-        feedLikeAReactor(receiver, chunked(data, cuts))
-        self.assertEqual(receiver.messages, [framed(m) for m in messages if m])
-        self.assertFalse(transport.disconnecting)
+        framer, recorder = feed()
+        feedLikeAReactor(framer, chunked(data, cuts))
+        self.assertEqual(recorder.messages, [framed(m) for m in messages if m])
+        self.assertFalse(framer.transport.disconnecting)
 
     @settings(max_examples=400, deadline=None)
     @given(streams, st.lists(st.integers(min_value=0), max_size=20))
@@ -183,12 +178,12 @@ class PropertyTests(SynchronousTestCase):
         Arbitrary bytes deliver exactly what a reference parser finds,
         report a framing error exactly when it does, and raise nothing.
         """
-        receiver, transport = feed()
-        feedLikeAReactor(receiver, chunked(data, cuts))
+        framer, recorder = feed()
+        feedLikeAReactor(framer, chunked(data, cuts))
         messages, error = referenceParse(data)
-        self.assertEqual(receiver.messages, messages)
-        self.assertEqual(len(receiver.errors), int(error))
-        self.assertEqual(transport.disconnecting, error)
+        self.assertEqual(recorder.messages, messages)
+        self.assertEqual(len(recorder.errors), int(error))
+        self.assertEqual(framer.transport.disconnecting, error)
 
 
 class EndToEndTests(TestCase):
@@ -211,9 +206,9 @@ class EndToEndTests(TestCase):
         await iso.badClientClosedOthersServed(self, "mpu", "ascii", b"12a4" + b"x" * 20)
 
     async def test_targetUnavailableClosesClient(self):
-        port, _ = await iso.startMultiplexer(self, "mpu", iso.freePort())
+        port, _ = await startMultiplexer(self, "mpu", freePort())
         self.assertEqual(
-            await iso.deferToThread(
+            await deferToThread(
                 iso.closedAfterRequest, port, iso.isoRequest("0800", 1, "TERM0001"), "ascii"
             ),
             b"",

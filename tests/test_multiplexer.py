@@ -111,11 +111,11 @@ class QueueTests(SynchronousTestCase):
         b, bTransport = connectClient(self.multiplexer, 2)
         a.dataReceived(line("a1") + line("a2"))
         b.dataReceived(line("b1"))
-        a.pauseProducing()  # as its transport does when the buffer is full
+        a.receiver.pauseProducing()  # as its transport does when the buffer is full
         self.answer()  # a1
         self.assertEqual(self.answer(), line("b1"))
         self.assertEqual(self.targetTransport.value(), b"")
-        a.resumeProducing()
+        a.receiver.resumeProducing()
         self.assertEqual(self.answer(), line("a2"))
 
     def test_framingErrorClosesOnlyThatClient(self):
@@ -149,7 +149,7 @@ class QueueTests(SynchronousTestCase):
         """
         A client over C{maxClients} is refused.
         """
-        self.multiplexer.maxClients = 2
+        self.multiplexer.clients.maxClients = 2
         connectClient(self.multiplexer, 1)
         connectClient(self.multiplexer, 2)
         self.assertIsNone(self.multiplexer.buildProtocol(None))
@@ -185,7 +185,7 @@ class RepeatedFailureLogTests(SynchronousTestCase):
             ]
 
         self.assertEqual(failureLines(), ["Request from {client} failed: {error}"])
-        target.reactor.advance(multiplexer.failures.window)
+        target.reactor.advance(multiplexer.queue.failures.window)
         self.assertEqual(len(failureLines()), 2)
         summary = [e for e in events if "count" in e and "failed" in e["log_format"]]
         self.assertEqual(summary[0]["count"], 4)
@@ -204,8 +204,7 @@ class VerboseTests(SynchronousTestCase):
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         for verbose in (False, True):
             del events[:]
-            multiplexer, target = memoryMultiplexer(modbus)
-            multiplexer.verbose = verbose
+            multiplexer, target = memoryMultiplexer(modbus, {"verbose": verbose})
             multiplexer.start()
             targetTransport, _ = target.accept()
             client, transport = connectClient(multiplexer)
@@ -248,7 +247,7 @@ class GatewayErrorTests(SynchronousTestCase):
         own transaction id, and stays connected; the next request goes out
         on a new connection.
         """
-        multiplexer, target = memoryMultiplexer(modbus, timeout=2.0)
+        multiplexer, target = memoryMultiplexer(modbus, {"timeout": 2.0}, timeout=2.0)
         multiplexer.start()
         targetTransport, _ = target.accept()
         client, transport = connectClient(multiplexer)
@@ -265,8 +264,7 @@ class GatewayErrorTests(SynchronousTestCase):
         cost the new connection): the client gets 0x0B. The next request
         goes out on that connection.
         """
-        multiplexer, target = memoryMultiplexer(modbus, timeout=2.0)
-        multiplexer.timeout = 2.0
+        multiplexer, target = memoryMultiplexer(modbus, {"timeout": 2.0}, timeout=2.0)
         multiplexer.start()
         first, _ = target.accept()
         first.loseConnection()
@@ -279,7 +277,8 @@ class GatewayErrorTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"\x00\x01\x00\x00\x00\x03\x01\x83\x0b")
         transport.clear()
         client.dataReceived(b"\x00\x02\x00\x00\x00\x06\x01\x03\x00\x00\x00\x01")
-        self.assertEqual(second.value(), b"\x00\x02\x00\x00\x00\x06\x01\x03\x00\x00\x00\x01")
+        # On the target connection tcpmux's own transaction id replaces 0002.
+        self.assertEqual(second.value()[2:], b"\x00\x00\x00\x06\x01\x03\x00\x00\x00\x01")
 
     def test_modbusUnavailable(self):
         """

@@ -13,19 +13,15 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from tcpmux.protocols.echo import LineMessageReceiver
+from tcpmux.protocols.modbus import ModbusTCPReceiver
 from tests.framers import chunked, feed, feedLikeAReactor
-from tests.test_echo import RecordingLineReceiver as RecordingLines
-from tests.test_modbus import RecordingRequests as RecordingADUs
+from tests.modbus import adu
 
 
-def feedAll(receiverClass, chunks):
-    receiver, transport = feed(receiverClass)
-    feedLikeAReactor(receiver, chunks)
-    return receiver, transport
-
-
-def adu(tid, unit, pdu):
-    return struct.pack(">HHHB", tid, 0, len(pdu) + 1, unit) + pdu
+def feedAll(framerClass, chunks):
+    framer, recorder = feed(framerClass)
+    feedLikeAReactor(framer, chunks)
+    return recorder, framer.transport
 
 
 adus = st.builds(
@@ -63,9 +59,9 @@ class ModbusProperties(SynchronousTestCase):
     @settings(max_examples=300, deadline=None)
     @given(st.lists(adus, max_size=10), cutPoints)
     def test_anyChunking(self, messages, cuts):
-        receiver, transport = feedAll(RecordingADUs, chunked(b"".join(messages), cuts))
-        self.assertEqual(receiver.messages, messages)
-        self.assertEqual(receiver.errors, [])
+        recorder, transport = feedAll(ModbusTCPReceiver, chunked(b"".join(messages), cuts))
+        self.assertEqual(recorder.messages, messages)
+        self.assertEqual(recorder.errors, [])
         self.assertFalse(transport.disconnecting)
 
     @settings(max_examples=500, deadline=None)
@@ -79,10 +75,10 @@ class ModbusProperties(SynchronousTestCase):
         exactly what the reference reading finds, report a framing error
         exactly when it does, and raise nothing.
         """
-        receiver, transport = feedAll(RecordingADUs, chunked(data, cuts))
+        recorder, transport = feedAll(ModbusTCPReceiver, chunked(data, cuts))
         messages, error = referenceModbus(data)
-        self.assertEqual(receiver.messages, messages)
-        self.assertEqual(len(receiver.errors), int(error))
+        self.assertEqual(recorder.messages, messages)
+        self.assertEqual(len(recorder.errors), int(error))
         self.assertEqual(transport.disconnecting, error)
 
 
@@ -90,8 +86,8 @@ class LineProperties(SynchronousTestCase):
     @settings(max_examples=300, deadline=None)
     @given(st.lists(lines, max_size=10), cutPoints)
     def test_anyChunking(self, messages, cuts):
-        receiver, transport = feedAll(RecordingLines, chunked(b"".join(messages), cuts))
-        self.assertEqual(receiver.messages, messages)
+        recorder, transport = feedAll(LineMessageReceiver, chunked(b"".join(messages), cuts))
+        self.assertEqual(recorder.messages, messages)
         self.assertFalse(transport.disconnecting)
 
     @settings(max_examples=200, deadline=None)
@@ -101,7 +97,7 @@ class LineProperties(SynchronousTestCase):
         Any bytes deliver the newline-terminated lines up to the first one
         too long, and a framing error for that one, and raise nothing.
         """
-        receiver, transport = feedAll(RecordingLines, chunked(data, cuts))
+        recorder, transport = feedAll(LineMessageReceiver, chunked(data, cuts))
         expected, error = [], False
         for line in data.split(b"\n")[:-1]:
             if len(line) > LineMessageReceiver.MAX_LENGTH:
@@ -110,10 +106,10 @@ class LineProperties(SynchronousTestCase):
             expected.append(line + b"\n")
         if not error and len(data.split(b"\n")[-1]) > LineMessageReceiver.MAX_LENGTH:
             error = True
-        self.assertEqual(receiver.messages[: len(expected)], expected)
+        self.assertEqual(recorder.messages[: len(expected)], expected)
         if error:
-            self.assertEqual(len(receiver.errors), 1)
+            self.assertEqual(len(recorder.errors), 1)
             self.assertTrue(transport.disconnecting)
         else:
-            self.assertEqual(receiver.messages, expected)
-            self.assertEqual(receiver.errors, [])
+            self.assertEqual(recorder.messages, expected)
+            self.assertEqual(recorder.errors, [])

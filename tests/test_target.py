@@ -5,7 +5,7 @@ and reconnection, driven by a L{MemoryReactorClock}.
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tcpmux.errors import TargetLost, TargetTimeout, TargetUnavailable
+from tcpmux.errors import InvalidResponse, TargetLost, TargetTimeout, TargetUnavailable
 from tcpmux.protocols.echo import application as echo
 from tcpmux.protocols.modbus import application as modbus
 from tests.memory import MemoryTarget
@@ -50,20 +50,20 @@ class TargetConnectionTests(SynchronousTestCase):
         target.reactor.advance(0.1)
         self.assertEqual(transport.value(), b"a\n")
 
-    def test_timeoutRenewsConnection(self):
+    def test_abandonedRoundTripRenewsConnection(self):
         """
-        No response within the timeout fails the round trip with
-        L{TargetTimeout}, aborts the connection and opens a new one at once,
-        so a late answer can never be taken for the next response.
+        Cancelling a round trip that was written (its asker's deadline
+        passed) fails it with L{TargetTimeout}, aborts the connection and
+        opens a new one at once, so a late answer can never be taken for
+        the next response.
         """
-        target = MemoryTarget(echo, timeout=5.0)
+        target = MemoryTarget(echo)
         target.factory.start()
         transport, session = target.accept()
         failures = []
-        target.factory.roundTrip(b"a\n").addErrback(failures.append)
-        target.reactor.advance(4.9)
-        self.assertEqual(failures, [])
-        target.reactor.advance(0.1)
+        pending = target.factory.roundTrip(b"a\n")
+        pending.addErrback(failures.append)
+        pending.cancel()
         self.assertEqual(len(failures), 1)
         failures[0].trap(TargetTimeout)
         self.assertFalse(transport.connected)
@@ -147,17 +147,21 @@ class TargetConnectionTests(SynchronousTestCase):
         target.refuse()
         failures[0].trap(TargetUnavailable)
 
-    def test_connectTimeout(self):
+    def test_abandonedWhileWaitingForConnection(self):
         """
-        A connection attempt that does not complete within the timeout
-        fails the waiting round trip with L{TargetUnavailable}.
+        Cancelling a round trip still waiting for a connection fails it with
+        L{TargetUnavailable}; it is never written, and the attempt goes on
+        for the next request.
         """
-        target = MemoryTarget(echo, timeout=3.0)
+        target = MemoryTarget(echo)
         target.factory.start()
         failures = []
-        target.factory.roundTrip(b"a\n").addErrback(failures.append)
-        target.reactor.advance(3.0)
+        pending = target.factory.roundTrip(b"a\n")
+        pending.addErrback(failures.append)
+        pending.cancel()
         failures[0].trap(TargetUnavailable)
+        transport, _ = target.accept()
+        self.assertEqual(transport.value(), b"")
 
     def test_backoff(self):
         """
@@ -179,10 +183,10 @@ class TargetConnectionTests(SynchronousTestCase):
         self.assertTrue(all(a <= b for a, b in zip(gaps, gaps[1:])), gaps)
         self.assertLessEqual(max(gaps), 5.0)
 
-    def test_lateModbusAnswerDropped(self):
+    def test_modbusIdsRewrittenAndMappedBack(self):
         """
-        A Modbus response whose transaction id is not the one in flight is
-        dropped; the right one completes the round trip.
+        On the target connection a Modbus request carries tcpmux's own
+        transaction id, and the response goes back with the client's.
         """
         target = MemoryTarget(modbus)
         target.factory.start()
@@ -190,11 +194,86 @@ class TargetConnectionTests(SynchronousTestCase):
         results = []
         request = b"\x00\x07\x00\x00\x00\x06\x01\x03\x00\x00\x00\x01"
         target.factory.roundTrip(request).addCallback(results.append)
-        transport.protocol.dataReceived(b"\x00\x06\x00\x00\x00\x05\x01\x03\x02\x00\x01")
-        self.assertEqual(results, [])
-        answer = b"\x00\x07\x00\x00\x00\x05\x01\x03\x02\x00\x02"
-        transport.protocol.dataReceived(answer)
-        self.assertEqual(results, [answer])
+        self.assertEqual(transport.value(), b"\x00\x01" + request[2:])
+        transport.protocol.dataReceived(b"\x00\x01\x00\x00\x00\x05\x01\x03\x02\x00\x02")
+        self.assertEqual(results, [b"\x00\x07\x00\x00\x00\x05\x01\x03\x02\x00\x02"])
+
+    def test_lateModbusAnswerDropped(self):
+        """
+        A Modbus response with an id given out before on this connection (a
+        late or repeated answer) is dropped; the right one completes the
+        round trip, and the connection is kept.
+        """
+        target = MemoryTarget(modbus)
+        target.factory.start()
+        transport, _ = target.accept()
+        results = []
+        request = b"\x00\x07\x00\x00\x00\x06\x01\x03\x00\x00\x00\x01"
+        target.factory.roundTrip(request).addCallback(results.append)
+        first = b"\x00\x01\x00\x00\x00\x05\x01\x03\x02\x00\x01"
+        transport.protocol.dataReceived(first)
+        target.factory.roundTrip(request).addCallback(results.append)
+        transport.protocol.dataReceived(first)  # the same answer, again
+        self.assertEqual(len(results), 1)
+        transport.protocol.dataReceived(b"\x00\x02\x00\x00\x00\x05\x01\x03\x02\x00\x02")
+        self.assertEqual(results[1], b"\x00\x07\x00\x00\x00\x05\x01\x03\x02\x00\x02")
+        self.assertTrue(transport.connected)
+
+    def test_modbusIdNeverGivenOutFailsAtOnce(self):
+        """
+        A Modbus response with an id no request carried means the target is
+        out of step: the round trip fails at once with L{InvalidResponse}
+        (not after the timeout) and the connection is renewed.
+        """
+        target = MemoryTarget(modbus)
+        target.factory.start()
+        transport, _ = target.accept()
+        failures = []
+        request = b"\x00\x07\x00\x00\x00\x06\x01\x03\x00\x00\x00\x01"
+        target.factory.roundTrip(request).addErrback(failures.append)
+        transport.protocol.dataReceived(b"\x01\x00\x00\x00\x00\x05\x01\x03\x02\x00\x02")
+        failures[0].trap(InvalidResponse)
+        self.assertFalse(transport.connected)
+        self.assertEqual(target.pendingAttempts(), 1)
+
+    def test_surplusAfterResponseRenews(self):
+        """
+        Bytes that follow a whole response in the same read answer nothing:
+        the response goes to its asker, and the connection is renewed before
+        the next request is written, which goes out on a new connection.
+        """
+        target = MemoryTarget(echo)
+        target.factory.start()
+        transport, _ = target.accept()
+        results = []
+
+        def next(response):
+            results.append(response)
+            # The asker's callback lets the next request go at once.
+            target.factory.roundTrip(b"b\n").addCallback(results.append)
+
+        target.factory.roundTrip(b"a\n").addCallback(next)
+        transport.clear()
+        transport.protocol.dataReceived(b"a\na\n")
+        self.assertEqual(results, [b"a\n"])
+        self.assertFalse(transport.connected)
+        self.assertEqual(transport.value(), b"")
+        newTransport, _ = target.accept()
+        self.assertEqual(newTransport.value(), b"b\n")
+        newTransport.protocol.dataReceived(b"b\n")
+        self.assertEqual(results, [b"a\n", b"b\n"])
+
+    def test_unrequestedResponseRenews(self):
+        """
+        A response when no request is in flight is dropped, and the
+        connection renewed.
+        """
+        target = MemoryTarget(echo)
+        target.factory.start()
+        transport, _ = target.accept()
+        transport.protocol.dataReceived(b"pushed\n")
+        self.assertFalse(transport.connected)
+        self.assertEqual(target.pendingAttempts(), 1)
 
     def test_stop(self):
         """

@@ -6,14 +6,16 @@ Wire: C{<bytes>\\n}, in both directions. A carriage return before the
 newline is part of the line and forwarded unchanged.
 """
 
-from twisted.protocols.basic import LineOnlyReceiver
-
-from tcpmux.framing import ApplicationProtocol, MessageReceiver
+from tcpmux.framing import ApplicationProtocol, MessageFramer
 
 
-class LineMessageReceiver(LineOnlyReceiver, MessageReceiver):
+class LineMessageReceiver(MessageFramer):
     """
     Each newline-terminated line is one message, newline included.
+
+    The loop is L{twisted.protocols.basic.LineOnlyReceiver}'s, counting as
+    it goes how many bytes of the read are not delivered yet (see
+    L{buffered}).
 
     @cvar MAX_LENGTH: the longest line, newline excluded (64 KiB); a longer
         one is a framing error.
@@ -22,21 +24,45 @@ class LineMessageReceiver(LineOnlyReceiver, MessageReceiver):
     delimiter = b"\n"
     MAX_LENGTH = 65536
     maxMessageSize = MAX_LENGTH + 1
+    _buffer = b""  # an incomplete line
+    _undelivered = 0  # bytes of whole lines of this read not delivered yet
+    _refused = False
 
-    def lineReceived(self, line):
-        self.messageReceived(line + b"\n")
+    def dataReceived(self, data):
+        if self._refused:
+            return
+        lines = (self._buffer + data).split(self.delimiter)
+        self._buffer = lines.pop()
+        self._undelivered = sum(len(line) + 1 for line in lines)
+        for line in lines:
+            self._undelivered -= len(line) + 1
+            if len(line) > self.MAX_LENGTH:
+                self._refuse()
+                return
+            self.receiver.messageReceived(line + self.delimiter)
+            if self._refused or self.transport.disconnecting:
+                # Closed by the receiver: deliver nothing more.
+                self._buffer, self._undelivered = b"", 0
+                return
+        if len(self._buffer) > self.MAX_LENGTH:
+            self._refuse()
 
-    def lineLengthExceeded(self, line):
-        # Hold on to none of it: the connection is closing.
-        self._buffer = b""
-        self.framingError(f"line longer than {self.MAX_LENGTH} bytes")
+    def _refuse(self):
+        # Hold on to none of it, and read nothing more, however long the
+        # receiver keeps the connection open.
+        self._buffer, self._undelivered = b"", 0
+        self._refused = True
+        self.receiver.framingError(f"line longer than {self.MAX_LENGTH} bytes", None)
+
+    def buffered(self):
+        return self._undelivered + len(self._buffer)
 
 
 class Echo(ApplicationProtocol):
     name = "echo"
     description = "newline-terminated lines (RFC 862 echo and line services)"
-    requestReceiver = LineMessageReceiver
-    responseReceiver = LineMessageReceiver
+    requestFramer = LineMessageReceiver
+    responseFramer = LineMessageReceiver
 
 
 application = Echo()

@@ -23,9 +23,16 @@ then a body whose length the head decides (RFC 9112, section 6)::
     have a body; C{1xx} responses are interim and precede the final one.
 
 Messages are forwarded exactly as received, never rebuilt. Lines must end
-in CRLF: a bare CR or LF, obsolete line folding, or a malformed start line,
-field or chunk size is refused, because a target that read it differently
-would fall out of step with tcpmux on the connection every client shares.
+in CRLF: a bare CR or LF, obsolete line folding, a control character other
+than HTAB in a field value, or a malformed start line, field or chunk size
+is refused, because a target that read it differently would fall out of
+step with tcpmux on the connection every client shares. (RFC 9112, 2.2
+lets a server accept a bare LF; tcpmux, forwarding bytes unchanged, cannot
+know that the target does.) A bare CR or LF in a head, chunk-size line or
+trailer section is refused as soon as it arrives, not when the head ends:
+a head of bare-LF lines never ends in CRLFCRLF, and would otherwise be
+waited on for ever. Field values are trimmed of SP and HTAB only (RFC 9110,
+5.6.3).
 For the same reason a request with both C{Transfer-Encoding} and
 C{Content-Length} is refused (RFC 9112, 6.3 lets a server do so; an
 intermediary that forwards it must remove C{Content-Length}, which tcpmux,
@@ -45,8 +52,13 @@ from types import MappingProxyType
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 
-from tcpmux.errors import TargetProtocolError, TargetTimeout, TargetUnavailable
-from tcpmux.framing import ApplicationProtocol, MessageReceiver
+from tcpmux.errors import (
+    InvalidResponse,
+    TargetLost,
+    TargetTimeout,
+    TargetUnavailable,
+)
+from tcpmux.framing import ApplicationProtocol, MessageFramer
 
 # How a body is delimited, besides a byte count.
 CHUNKED = "chunked"
@@ -62,6 +74,13 @@ _STATUS_LINE = re.compile(
     rb"HTTP/([0-9])\.([0-9]) ([1-9][0-9][0-9])(?: [^\x00-\x08\x0a-\x1f\x7f]*)?"
 )
 _FIELD_LINE = re.compile(rb"(" + _TOKEN + rb"):([^\x00\r\n]*)")
+# What a field value may not hold: control characters other than HTAB
+# (RFC 9110, 5.5); obs-text, bytes 0x80-0xFF, is allowed.
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# Optional whitespace around a value or a list element (RFC 9110, 5.6.3).
+_OWS = b" \t"
+# A line end, or a bare CR or LF, in a head or trailer section.
+_LINE_END = re.compile(rb"\r\n|[\r\n]")
 # chunk-size [ chunk-ext ]: hex digits, then any ;name or ;name=value where
 # a value is a token or a quoted string (RFC 9112, 7.1.1).
 _QUOTED = rb'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[^\x00-\x08\x0a-\x1f\x7f])*"'
@@ -119,15 +138,15 @@ class Head:
 
     def elements(self, name):
         """
-        The comma-separated elements of every C{name} field, stripped and
-        lowercased, empty ones left out.
+        The comma-separated elements of every C{name} field, stripped of SP
+        and HTAB and lowercased, empty ones left out.
         """
         return [
-            element.strip().lower()
+            element.strip(_OWS).lower()
             for field, value in self.fields
             if field == name
             for element in value.split(b",")
-            if element.strip()
+            if element.strip(_OWS)
         ]
 
     def persistent(self):
@@ -173,7 +192,9 @@ class Head:
         """
         Whether C{Transfer-Encoding} ends in C{chunked}, applied once.
         """
-        codings = [c.split(b";", 1)[0].strip() for c in self.elements(b"transfer-encoding")]
+        codings = [
+            c.split(b";", 1)[0].strip(_OWS) for c in self.elements(b"transfer-encoding")
+        ]
         return bool(codings) and codings[-1] == b"chunked" and codings.count(b"chunked") == 1
 
 
@@ -185,7 +206,10 @@ def _parseFields(lines):
         match = _FIELD_LINE.fullmatch(line)
         if match is None:
             raise BadMessage(400, "malformed header field line")
-        fields.append((match.group(1).lower(), match.group(2).strip(b" \t")))
+        name, value = match.groups()
+        if _CONTROL.search(value) is not None:
+            raise BadMessage(400, "control character in a header field value")
+        fields.append((name.lower(), value.strip(_OWS)))
     return fields
 
 
@@ -326,14 +350,20 @@ def errorReply(status, explanation, bodyless=False):
     return head if bodyless else head + body
 
 
-class HTTPMessageReceiver(MessageReceiver):
+class HTTPMessageReceiver(MessageFramer):
     """
     Cuts a byte stream into whole HTTP/1.1 messages.
 
     Bytes are kept in one C{bytearray}; the framer remembers where the
-    message being read starts, where parsing stands and how far a search
-    for a line end has got, so each byte is looked at a bounded number of
-    times however the input is split.
+    message being read starts, where parsing stands, how far a search for a
+    line end has got and how far the line ends of a head or trailer section
+    have been checked, so each byte is looked at a bounded number of times
+    however the input is split.
+
+    The parsing state is the function that reads the next part (the head,
+    a chunk-size line, ...), kept unbound: a bound method would make the
+    framer a reference cycle, which only the cyclic garbage collector
+    frees.
 
     Subclasses parse heads (L{headReceived}), deliver messages
     (L{messageFramed}) and refuse bad input (L{refuse}).
@@ -348,14 +378,16 @@ class HTTPMessageReceiver(MessageReceiver):
     maxMessageSize = 64 * 1024 * 1024
     skipsEmptyLines = False
 
-    def __init__(self):
+    def __init__(self, receiver):
+        MessageFramer.__init__(self, receiver)
         self._buffer = bytearray()
         self._start = 0  # where the message being read starts
         self._pos = 0  # where its unparsed part starts
         self._scan = 0  # where to resume looking for a line end
+        self._checked = 0  # where to resume checking for a bare CR or LF
         self._remaining = 0  # bytes of body or chunk data to wait for
         self._head = None
-        self._state = self._readHead
+        self._state = HTTPMessageReceiver._readHead
         self._awaited = False
         self._stopped = False
 
@@ -364,14 +396,14 @@ class HTTPMessageReceiver(MessageReceiver):
             return
         self._buffer += data
         try:
-            while not self._stopped and self._state():
+            while not self._stopped and self._state(self):
                 pass
             if not self._stopped:
                 if len(self._buffer) - self._start > self.maxMessageSize:
                     raise BadMessage(
                         413, f"message larger than {self.maxMessageSize} bytes"
                     )
-                if self._state != self._readHead and not self._awaited:
+                if self._state is not HTTPMessageReceiver._readHead and not self._awaited:
                     self._awaited = True
                     self.bodyAwaited(self._head)
         except BadMessage as error:
@@ -382,20 +414,47 @@ class HTTPMessageReceiver(MessageReceiver):
             del self._buffer[: self._start]
             self._pos -= self._start
             self._scan -= self._start
+            self._checked = max(0, self._checked - self._start)
             self._start = 0
+
+    def connectionLost(self, reason=connectionDone):
+        # Let go of the bytes of an incomplete message now, whatever still
+        # refers to this framer (its session does).
+        self._stop()
+        MessageFramer.connectionLost(self, reason)
 
     def _stop(self):
         self._stopped = True
         self._buffer = bytearray()
-        self._start = self._pos = self._scan = 0
+        self._start = self._pos = self._scan = self._checked = 0
 
     def buffered(self):
         """
-        How many bytes of an incomplete message are held.
+        How many bytes of an incomplete message are held; while a message
+        is being delivered, how many came after it in the same read.
         """
         return len(self._buffer) - self._start
 
+    def _checkLineEnds(self, end, section):
+        """
+        Refuse a bare CR or LF in C{self._buffer[self._checked:end]}, part of
+        a head or trailer section; a CR that ends the buffer waits for the
+        next byte. Each line end is looked at once.
+
+        @raise BadMessage: for a bare CR or LF.
+        """
+        buffer = self._buffer
+        for match in _LINE_END.finditer(buffer, self._checked, end):
+            if match.end() - match.start() == 1:
+                if match.start() == len(buffer) - 1 and buffer[-1] == 0x0D:
+                    self._checked = match.start()
+                    return
+                raise BadMessage(400, f"bare CR or LF in the {section}")
+        self._checked = max(self._checked, end)
+
     # Each state returns whether it moved on; if not, it waits for bytes.
+    # The state is kept as the plain function (HTTPMessageReceiver._readHead)
+    # and called with the framer.
 
     def _readHead(self):
         buffer = self._buffer
@@ -404,28 +463,31 @@ class HTTPMessageReceiver(MessageReceiver):
             while buffer.startswith(b"\r\n", self._start):
                 self._start += 2
             self._scan = max(self._scan, self._start)
+        self._checked = max(self._checked, self._start)
         end = buffer.find(b"\r\n\r\n", self._scan)
         if end < 0:
+            self._checkLineEnds(len(buffer), "head")
             if len(buffer) - self._start > self.maxHeaderSize:
                 raise BadMessage(431, f"head larger than {self.maxHeaderSize} bytes")
             self._scan = max(self._start, len(buffer) - 3)
             return False
         end += 4
+        self._checkLineEnds(end, "head")
         if end - self._start > self.maxHeaderSize:
             raise BadMessage(431, f"head larger than {self.maxHeaderSize} bytes")
         self._head, framing = self.headReceived(bytes(buffer[self._start : end]))
-        self._pos = self._scan = end
+        self._pos = self._scan = self._checked = end
         if framing is CHUNKED:
-            self._state = self._readChunkSize
+            self._state = HTTPMessageReceiver._readChunkSize
         elif framing is UNTIL_CLOSE:
-            self._state = self._readUntilClose
+            self._state = HTTPMessageReceiver._readUntilClose
         else:
             if end - self._start + framing > self.maxMessageSize:
                 raise BadMessage(
                     413, f"message larger than {self.maxMessageSize} bytes"
                 )
             self._remaining = framing
-            self._state = self._readBody
+            self._state = HTTPMessageReceiver._readBody
         return True
 
     def _readBody(self):
@@ -439,6 +501,12 @@ class HTTPMessageReceiver(MessageReceiver):
         buffer = self._buffer
         end = buffer.find(b"\r\n", self._scan)
         if end < 0:
+            # No CRLF yet: an LF, or a CR before the last byte, is bare.
+            if (
+                buffer.find(b"\n", self._scan) >= 0
+                or buffer.find(b"\r", self._scan, len(buffer) - 1) >= 0
+            ):
+                raise BadMessage(400, "invalid chunk-size line")
             if len(buffer) - self._pos > self.maxHeaderSize:
                 raise BadMessage(400, "chunk-size line too long")
             self._scan = max(self._pos, len(buffer) - 1)
@@ -452,12 +520,13 @@ class HTTPMessageReceiver(MessageReceiver):
             # The CRLF just read may be the first half of the one that ends
             # an empty trailer section.
             self._scan = end
-            self._state = self._readTrailers
+            self._checked = self._pos
+            self._state = HTTPMessageReceiver._readTrailers
             return True
         if self._pos + size + 2 - self._start > self.maxMessageSize:
             raise BadMessage(413, f"message larger than {self.maxMessageSize} bytes")
         self._remaining = size
-        self._state = self._readChunkData
+        self._state = HTTPMessageReceiver._readChunkData
         return True
 
     def _readChunkData(self):
@@ -468,17 +537,19 @@ class HTTPMessageReceiver(MessageReceiver):
         if len(after) < 2:
             return False
         self._pos = self._scan = end + 2
-        self._state = self._readChunkSize
+        self._state = HTTPMessageReceiver._readChunkSize
         return True
 
     def _readTrailers(self):
         buffer = self._buffer
         end = buffer.find(b"\r\n\r\n", self._scan)
         if end < 0:
+            self._checkLineEnds(len(buffer), "trailer section")
             if len(buffer) - self._pos > self.maxHeaderSize:
                 raise BadMessage(431, f"trailer section larger than {self.maxHeaderSize} bytes")
             self._scan = max(self._pos - 2, len(buffer) - 3)
             return False
+        self._checkLineEnds(end + 4, "trailer section")
         if end >= self._pos:
             lines = bytes(buffer[self._pos : end]).split(b"\r\n")
             for line in lines:
@@ -494,15 +565,17 @@ class HTTPMessageReceiver(MessageReceiver):
     def _complete(self, end):
         message = bytes(self._buffer[self._start : end])
         head = self._head
-        self._start = self._pos = self._scan = end
+        # While the message is delivered, buffered() counts what follows it.
+        self._start = self._pos = self._scan = self._checked = end
         self._head = None
-        self._state = self._readHead
+        self._state = HTTPMessageReceiver._readHead
         self._awaited = False
         self.messageFramed(head, message)
         if self.transport is None or self.transport.disconnecting:
             # Closed by the hook, or under it: deliver nothing more.
             self._stop()
 
+    # For subclasses.
     # For subclasses.
 
     def headReceived(self, head):
@@ -531,7 +604,7 @@ class HTTPMessageReceiver(MessageReceiver):
         The input can never be framed (a L{BadMessage}); nothing more is
         delivered.
         """
-        self.framingError(error.reason)
+        self.receiver.framingError(error.reason, None)
 
 
 class HTTPRequestReceiver(HTTPMessageReceiver):
@@ -541,8 +614,9 @@ class HTTPRequestReceiver(HTTPMessageReceiver):
     A client whose request says C{Expect: 100-continue} may wait for
     C{100 Continue} before sending the body; as only whole requests go to
     the target, tcpmux answers C{100 Continue} itself as soon as the head
-    is in and the body is not. Bad input is answered 400, 413, 431, 501 or
-    505, with C{Connection: close}, and the client is closed.
+    is in and the body is not. Bad input is a framing error whose reply
+    is a 400, 413, 431, 501 or 505 with C{Connection: close}, for the
+    receiver to send before it closes the client.
     """
 
     skipsEmptyLines = True
@@ -553,25 +627,27 @@ class HTTPRequestReceiver(HTTPMessageReceiver):
 
     def bodyAwaited(self, head):
         if head.expectsContinue():
-            self.transport.write(CONTINUE)
+            self.receiver.replyInOrder(CONTINUE)
 
     def messageFramed(self, head, message):
-        self.messageReceived(message)
+        self.receiver.messageReceived(message)
 
     def refuse(self, error):
-        self.framingError(error.reason, reply=errorReply(error.status, error.reason))
+        self.receiver.framingError(
+            error.reason, errorReply(error.status, error.reason)
+        )
 
 
 class HTTPResponseReceiver(HTTPMessageReceiver):
     """
     Frames the target's responses to the request in flight.
 
-    Interim (1xx) responses are passed to C{interimReceived}, except a
-    C{100 Continue} to a request that said C{Expect: 100-continue}: tcpmux
-    has answered that one itself, and the target got the whole request at
-    once. When the final response means the connection closes, the
-    connection is taken out of service before the response is delivered,
-    so that no further request is written to it.
+    Interim (1xx) responses are passed to the receiver's C{partReceived},
+    except a C{100 Continue} to a request that said C{Expect: 100-continue}:
+    tcpmux has answered that one itself, and the target got the whole
+    request at once. When the final response means the connection closes,
+    the connection is taken out of service before the response is
+    delivered, so that no further request is written to it.
     """
 
     log = Logger()
@@ -593,12 +669,12 @@ class HTTPResponseReceiver(HTTPMessageReceiver):
                     status=head.status,
                 )
             elif not (head.status == 100 and request.expectsContinue()):
-                self.interimReceived(message)
+                self.receiver.partReceived(message)
             return
         self._request = None
         if connectionEnds(request, head):
             self._retire()
-        self.messageReceived(message)
+        self.receiver.messageReceived(message)
 
     def _retire(self):
         """
@@ -610,18 +686,17 @@ class HTTPResponseReceiver(HTTPMessageReceiver):
         self.transport.loseConnection()
 
     def connectionLost(self, reason=connectionDone):
-        if not self._stopped and self._state == self._readUntilClose:
+        if not self._stopped and self._state is HTTPMessageReceiver._readUntilClose:
             # The close ends a response that has no length.
             self._complete(len(self._buffer))
-        self._stop()
-        super().connectionLost(reason)
+        HTTPMessageReceiver.connectionLost(self, reason)
 
 
 class HTTP(ApplicationProtocol):
     name = "http"
     description = "HTTP/1.1 requests and responses (RFC 9112 framing)"
-    requestReceiver = HTTPRequestReceiver
-    responseReceiver = HTTPResponseReceiver
+    requestFramer = HTTPRequestReceiver
+    responseFramer = HTTPResponseReceiver
 
     def errorResponse(self, request, error):
         """
@@ -633,9 +708,9 @@ class HTTP(ApplicationProtocol):
         """
         if isinstance(error, TargetUnavailable):
             status, explanation = 502, "the target cannot be reached"
-        elif isinstance(error, TargetProtocolError):
+        elif isinstance(error, InvalidResponse):
             status, explanation = 502, "the target sent an invalid response"
-        elif isinstance(error, TargetTimeout):
+        elif isinstance(error, (TargetTimeout, TargetLost)):
             status, explanation = 504, "the target did not send a whole response"
         else:
             status, explanation = 502, "the request could not be carried"

@@ -23,17 +23,16 @@ out or cannot reach the target is closed, as a real host link dropping
 would: the terminal's own reversal and retry logic takes over.
 """
 
-from struct import pack
+from tcpmux.framing import ApplicationProtocol, BadFrame, FrameReceiver
 
-from twisted.protocols.basic import Int16StringReceiver
-
-from tcpmux.framing import ApplicationProtocol, MessageReceiver
+HEADER_SIZE = 2
 
 
-class ISO8583Receiver(Int16StringReceiver, MessageReceiver):
+class ISO8583Receiver(FrameReceiver):
     """
-    Each length-prefixed message is one message, header included; empty
-    ones (keep-alives) are dropped.
+    Each message behind a 2-byte big-endian length is one message, header
+    included (as L{twisted.protocols.basic.Int16StringReceiver} frames
+    them); empty ones (keep-alives) are dropped.
 
     @cvar MAX_LENGTH: the longest message, header excluded. The whole
         16-bit range is allowed; a subclass may lower it, and a longer
@@ -41,26 +40,21 @@ class ISO8583Receiver(Int16StringReceiver, MessageReceiver):
     """
 
     MAX_LENGTH = 0xFFFF
-    maxMessageSize = 2 + MAX_LENGTH
-    _refused = False
+    maxMessageSize = HEADER_SIZE + MAX_LENGTH
 
-    def dataReceived(self, data):
-        if not self._refused:
-            Int16StringReceiver.dataReceived(self, data)
+    def frameSize(self, data, start, end):
+        if end - start < HEADER_SIZE:
+            return None
+        length = data[start] << 8 | data[start + 1]
+        if length > self.MAX_LENGTH:
+            raise BadFrame(
+                f"ISO 8583 length header is {length}, more than {self.MAX_LENGTH}"
+            )
+        return HEADER_SIZE + length
 
-    def stringReceived(self, string):
-        if not string or self.transport.disconnecting:
-            # A keep-alive; or the connection is being closed and must
-            # deliver nothing more from what is buffered.
-            return
-        self.messageReceived(pack(">H", len(string)) + string)
-
-    def lengthLimitExceeded(self, length):
-        self._unprocessed = b""
-        self._refused = True
-        self.framingError(
-            f"ISO 8583 length header is {length}, more than {self.MAX_LENGTH}"
-        )
+    def frameReceived(self, frame):
+        if len(frame) > HEADER_SIZE:
+            self.receiver.messageReceived(frame)
 
 
 def describeMessage(message, headerSize):
@@ -76,8 +70,8 @@ def describeMessage(message, headerSize):
 class ISO8583(ApplicationProtocol):
     name = "iso8583"
     description = "ISO 8583 with a 2-byte big-endian binary length header"
-    requestReceiver = ISO8583Receiver
-    responseReceiver = ISO8583Receiver
+    requestFramer = ISO8583Receiver
+    responseFramer = ISO8583Receiver
 
     def describe(self, message):
         return describeMessage(message, 2)

@@ -15,10 +15,11 @@ a framing error, not a reason to wait for more bytes.
 
 from struct import pack
 
-from twisted.logger import Logger
+from zope.interface import implementer
 
 from tcpmux.errors import TargetUnavailable
 from tcpmux.framing import ApplicationProtocol, BadFrame, FrameReceiver
+from tcpmux.interfaces import IPipelining
 
 HEADER_SIZE = 6  # transaction id, protocol id, length; the unit id is counted in length
 MIN_LENGTH = 2  # unit id + function code
@@ -32,7 +33,8 @@ GATEWAY_TARGET_FAILED_TO_RESPOND = 0x0B
 class ModbusTCPReceiver(FrameReceiver):
     """
     Cuts a byte stream into Modbus TCP ADUs (MBAP header + PDU) and calls
-    L{frameReceived} with each, header included.
+    L{frameReceived} with each, header included; by default each is passed
+    to the receiver.
 
     @cvar wireName: what framing errors call this format.
     @cvar minLength: the smallest valid length field.
@@ -65,40 +67,24 @@ class ModbusTCPReceiver(FrameReceiver):
         return HEADER_SIZE + length
 
 
-class ModbusResponseReceiver(ModbusTCPReceiver):
-    """
-    Frames a target's responses and passes on only the one whose transaction
-    id answers the request in flight: a late answer to an earlier, timed-out
-    request is dropped instead of reaching the next client.
-    """
-
-    log = Logger()
-    _expected = None
-
-    def expectResponseTo(self, request):
-        self._expected = request[:2]
-
-    def frameReceived(self, adu):
-        if adu[:2] != self._expected:
-            self.log.warn(
-                "Dropped a Modbus response with transaction id {got}: "
-                "waiting for {expected}",
-                got=adu[:2].hex(),
-                expected=self._expected.hex() if self._expected else "none",
-            )
-            return
-        self._expected = None
-        self.messageReceived(adu)
-
-
+@implementer(IPipelining)
 class TransactionIds:
     """
-    Pipelining for Modbus TCP (C{--pipeline}): requests in flight together on
-    one connection carry transaction ids unique on that connection; each
-    response is matched by its id and given back its client's own id.
+    Modbus TCP's transaction id names the request a response answers: on the
+    target connection every request carries an id unique on it, and each
+    response is matched by its id and given back its client's own. So a
+    late or repeated answer is recognised and dropped, clients that chose
+    the same ids (pymodbus clients all start at 1) are told apart, and
+    several requests can be in flight at once (C{--pipeline}).
+
+    @param framer: the response framer class, which passes every response on.
     """
 
-    responseReceiver = ModbusTCPReceiver
+    def __init__(self, framer):
+        self.framer = framer
+
+    def buildResponseFramer(self, receiver):
+        return self.framer(receiver)
 
     def requestWithId(self, request, wireId):
         return wireId.to_bytes(2, "big") + request[2:]
@@ -138,9 +124,9 @@ def describeADU(adu):
 class Modbus(ApplicationProtocol):
     name = "modbus"
     description = "Modbus TCP: MBAP header (transaction id, protocol 0, length) + PDU"
-    requestReceiver = ModbusTCPReceiver
-    responseReceiver = ModbusResponseReceiver
-    pipelining = TransactionIds()
+    requestFramer = ModbusTCPReceiver
+    responseFramer = ModbusTCPReceiver
+    pipelining = TransactionIds(ModbusTCPReceiver)
 
     def errorResponse(self, request, error):
         return exceptionResponse(request, gatewayExceptionCode(error))

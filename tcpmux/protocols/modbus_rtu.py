@@ -12,9 +12,9 @@ The MBAP header is big-endian; its length also counts the trailing
 CRC-16/MODBUS (low byte first), which is computed over the unit id and the
 PDU. The length thus lies in 4..256 and a frame is at most 262 bytes. A
 protocol id other than 0, a length outside 4..256 or a CRC that does not
-match is a framing error. Responses are matched to the request in flight
-by transaction id, as for C{modbus}; a failed round trip is answered with
-a gateway exception response in the same format.
+match is a framing error. Transaction ids are rewritten on the target
+connection and responses matched by them, as for C{modbus}; a failed round
+trip is answered with a gateway exception response in the same format.
 """
 
 from struct import pack
@@ -23,8 +23,8 @@ from tcpmux.framing import ApplicationProtocol
 from tcpmux.protocols.crc import checkCRC, crcBytes
 from tcpmux.protocols.modbus import (
     HEADER_SIZE,
-    ModbusResponseReceiver,
     ModbusTCPReceiver,
+    TransactionIds,
     describeADU,
     exceptionResponse,
     gatewayExceptionCode,
@@ -53,16 +53,6 @@ class ModbusRTUOverTCPReceiver(ModbusTCPReceiver):
         )
 
 
-class ModbusRTUOverTCPResponseReceiver(
-    ModbusRTUOverTCPReceiver, ModbusResponseReceiver
-):
-    """
-    Frames a target's responses like L{ModbusRTUOverTCPReceiver} and, like
-    L{ModbusResponseReceiver}, passes on only the one whose transaction id
-    answers the request in flight.
-    """
-
-
 def exceptionFrame(request, code):
     """
     A Modbus exception response to C{request} in MBAP + CRC form: same
@@ -76,8 +66,11 @@ def exceptionFrame(request, code):
 class ModbusRTUOverTCP(ApplicationProtocol):
     name = "modbus-rtu"
     description = "Modbus MBAP header + PDU + CRC-16 (RTU check over TCP)"
-    requestReceiver = ModbusRTUOverTCPReceiver
-    responseReceiver = ModbusRTUOverTCPResponseReceiver
+    requestFramer = ModbusRTUOverTCPReceiver
+    responseFramer = ModbusRTUOverTCPReceiver
+    # The CRC covers the unit id and the PDU, not the MBAP header, so ids
+    # are rewritten as for Modbus TCP.
+    pipelining = TransactionIds(ModbusRTUOverTCPReceiver)
 
     def errorResponse(self, request, error):
         return exceptionFrame(request, gatewayExceptionCode(error))

@@ -10,8 +10,8 @@ Wire, in both directions::
 There is no length field and, over TCP, no 3.5-character silence either, so
 each frame's length is derived from its function code and, for variable
 frames, from the byte count (or object list) it carries. The rules differ
-for requests and responses; the request receiver reads only requests and
-the response receiver only responses, so neither guesses::
+for requests and responses; the request framer reads only requests and
+the response framer only responses, so neither guesses::
 
     function code               request          response
     1, 2, 3, 4 read             8                5 + byte count
@@ -63,7 +63,8 @@ def counted(offset, fixed, width=1):
     def size(data, start, end):
         if end - start < offset + width:
             return None
-        return fixed + int.from_bytes(data[start + offset : start + offset + width])
+        count = data[start + offset : start + offset + width]
+        return fixed + int.from_bytes(count, "big")
 
     return size
 
@@ -236,7 +237,7 @@ class RTUResponseReceiver(RTUReceiver):
             )
             return
         self._expected = None
-        self.messageReceived(frame)
+        self.receiver.messageReceived(frame)
 
 
 def exceptionFrame(request, code):
@@ -250,8 +251,8 @@ def exceptionFrame(request, code):
 class ModbusSerial(ApplicationProtocol):
     name = "modbus-serial"
     description = "raw Modbus RTU frames (address, PDU, CRC-16) over TCP"
-    requestReceiver = RTURequestReceiver
-    responseReceiver = RTUResponseReceiver
+    requestFramer = RTURequestReceiver
+    responseFramer = RTUResponseReceiver
 
     def errorResponse(self, request, error):
         return exceptionFrame(request, gatewayExceptionCode(error))

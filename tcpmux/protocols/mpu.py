@@ -48,14 +48,14 @@ class ASCIILengthReceiver(FrameReceiver):
 
     def frameReceived(self, frame):
         if len(frame) > HEADER_SIZE:
-            self.messageReceived(frame)
+            self.receiver.messageReceived(frame)
 
 
 class MPU(ApplicationProtocol):
     name = "mpu"
     description = "ISO 8583 with a 4-digit ASCII decimal length header (MPU)"
-    requestReceiver = ASCIILengthReceiver
-    responseReceiver = ASCIILengthReceiver
+    requestFramer = ASCIILengthReceiver
+    responseFramer = ASCIILengthReceiver
 
     def describe(self, message):
         return describeMessage(message, HEADER_SIZE)

@@ -1,0 +1,243 @@
+# -*- test-case-name: tests.test_multiplexer -*-
+"""
+One connected client.
+"""
+
+from collections import deque
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from tcpmux.errors import TargetUnavailable
+from tcpmux.interfaces import IRequestReceiver
+from tcpmux.writing import noDelay, writeNow
+
+
+def formatAddress(address):
+    """
+    C{host:port} for an IP address, the path for a UNIX one.
+    """
+    host = getattr(address, "host", None)
+    if host is None:
+        return getattr(address, "name", None) or str(address)
+    if ":" in host:
+        return f"[{host}]:{address.port}"
+    return f"{host}:{address.port}"
+
+
+class _Reply:
+    """
+    Bytes to send a client in turn among its answers (L{replyInOrder}).
+    """
+
+    def __init__(self, data):
+        self.data = data
+
+
+@implementer(IRequestReceiver, IPushProducer)
+class ClientSession(TimeoutMixin):
+    """
+    The receiver of one client's request framer.
+
+    Whole requests wait in C{requests}; at most one of them is in the
+    round-trip queue at a time, so that a client's requests are answered in
+    order and clients take turns. The session is the producer for its own
+    transport: a client that does not read its answers stops having its
+    requests sent, and then stops being read.
+
+    With C{clientTimeout}, a client that has nothing in progress for that
+    long is closed (L{TimeoutMixin}): waiting for an answer is not
+    idleness, but sending part of a request is.
+
+    A client that shuts down its sending side (a TCP half-close) gets the
+    answers to the whole requests it sent, then is closed.
+
+    @ivar trip: the L{tcpmux.client.queue.RoundTrip} of this client's
+        request now queued or in flight, or L{None}.
+    """
+
+    log = Logger()
+    transport = None
+    peer = None
+    trip = None
+    lastWords = None
+    writePaused = False
+    readPaused = False
+    inputDone = False
+    gone = False
+    # Bytes of an unfinished request it left with (for the registry's log).
+    discarded = None
+
+    def __init__(self, application, queue, registry, maxQueue, clientTimeout, clock):
+        self.application = application
+        self.queue = queue
+        self.registry = registry
+        self.maxQueue = maxQueue
+        self.clientTimeout = clientTimeout
+        self.callLater = clock.callLater
+        self.requests = deque()
+
+    @property
+    def busy(self):
+        """
+        Whether one of this client's requests is queued or in flight.
+        """
+        return self.trip is not None
+
+    # IMessageReceiver
+
+    def startReceiving(self, framer):
+        self.framer = framer
+        self.transport = framer.transport
+        self.peer = formatAddress(self.transport.getPeer())
+        noDelay(self.transport)
+        self.transport.registerProducer(self, True)
+        self.registry.add(self)
+        self.setTimeout(self.clientTimeout)
+
+    def messageReceived(self, request):
+        self.requests.append(request)
+        self.resetTimeout()
+        self._sendNext()
+        if len(self.requests) >= self.maxQueue and not self.readPaused:
+            self.readPaused = True
+            self.transport.pauseProducing()
+
+    def replyInOrder(self, data):
+        if self.busy or self.requests:
+            self.requests.append(_Reply(data))
+        else:
+            self.transport.write(data)
+
+    def framingError(self, reason, reply):
+        self.log.warn(
+            "Closing client {client}: {reason}", client=self.peer, reason=reason
+        )
+        if self.busy or self.requests:
+            # Whole requests that came before the bad bytes are answered
+            # first, in order; then the reply (an HTTP 400, say) and close.
+            self.lastWords = reply or b""
+            self.transport.pauseProducing()
+            return
+        if reply:
+            self.transport.write(reply)
+        self.transport.loseConnection()
+
+    def inputEnded(self):
+        self.inputDone = True
+        self.discarded = self.framer.buffered()
+        if not self.busy and not self.requests:
+            self.transport.loseConnection()
+        elif self.discarded:
+            self.log.warn(
+                "Client {client} stopped sending in the middle of a request: "
+                "{size} bytes discarded",
+                client=self.peer,
+                size=self.discarded,
+            )
+            self.discarded = 0
+
+    def stopReceiving(self, reason):
+        if self.discarded is None and not self.transport.disconnecting:
+            # Gone without our closing it: what it had begun is lost.
+            self.discarded = self.framer.buffered()
+        self.gone = True
+        self.requests.clear()
+        self.setTimeout(None)
+        if self.trip is not None:
+            self.trip.withdraw()
+        self.registry.remove(self)
+
+    # the round trip
+
+    def _sendNext(self):
+        if self.trip is not None or self.writePaused or self.gone:
+            return
+        while self.requests and isinstance(self.requests[0], _Reply):
+            self.transport.write(self.requests.popleft().data)
+        if not self.requests:
+            return
+        request = self.requests.popleft()
+        if self.readPaused and len(self.requests) < self.maxQueue:
+            self.readPaused = False
+            self.transport.resumeProducing()
+        self.setTimeout(None)
+        self.trip = trip = self.queue.submit(request, self.peer, self._partReceived)
+        trip.result.addBoth(self._answered, request)
+
+    def _partReceived(self, part):
+        if not self.gone:
+            writeNow(self.transport, part)
+
+    def _answered(self, response, request):
+        self.trip = None
+        if self.gone:
+            return
+        if isinstance(response, Failure):
+            reply = self.application.errorResponse(request, response.value)
+            if reply is None:
+                self.transport.loseConnection()
+                return
+            response = reply
+        writeNow(self.transport, response)
+        if self.application.closesClient(request, response):
+            self.requests.clear()
+            self.transport.loseConnection()
+            return
+        self._sendNext()
+        if self.trip is not None or self.requests:
+            # More to answer (once it reads again, if it is not reading).
+            return
+        if self.lastWords is not None:
+            self.transport.write(self.lastWords)
+            self.transport.loseConnection()
+        elif self.inputDone:
+            # Half-closed: it has every answer it asked for.
+            self.transport.loseConnection()
+        else:
+            self.setTimeout(self.clientTimeout)
+
+    def timeoutConnection(self):
+        if self.framer.buffered():
+            # A request begun and not finished (a slow drip holding a slot).
+            why = "request incomplete after {idle}s (--client-timeout)"
+        else:
+            why = "idle for {idle}s (--client-timeout)"
+        self.log.warn(
+            "Closing client {client}: " + why, client=self.peer, idle=self.clientTimeout
+        )
+        self.transport.loseConnection()
+
+    def close(self):
+        """
+        tcpmux is stopping: every request still waiting here is answered
+        with its protocol's gateway error (Modbus 0x0A, HTTP 502), in order,
+        then the client is closed.
+        """
+        error = TargetUnavailable("tcpmux is stopping")
+        while self.requests:
+            request = self.requests.popleft()
+            if isinstance(request, _Reply):
+                reply = request.data
+            else:
+                reply = self.application.errorResponse(request, error)
+            if reply is None:
+                break
+            self.transport.write(reply)
+        self.requests.clear()
+        self.transport.loseConnection()
+
+    # IPushProducer, for our own transport's write buffer.
+
+    def pauseProducing(self):
+        self.writePaused = True
+
+    def resumeProducing(self):
+        self.writePaused = False
+        self._sendNext()
+
+    def stopProducing(self):
+        pass

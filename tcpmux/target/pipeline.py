@@ -1,0 +1,150 @@
+# -*- test-case-name: tests.test_concurrency -*-
+"""
+Round trips matched by id, one or more in flight on one target connection.
+
+For application protocols whose responses name the request they answer
+(Modbus TCP's transaction id), through their L{IPipelining}: each request
+is rewritten with an id unique on the connection, and each response is
+matched by that id and given back its client's own id. Used for such
+protocols always, so that a late or repeated answer is recognised by its id;
+with C{--pipeline K}, K requests are in flight at once.
+"""
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from tcpmux.errors import InvalidResponse, TargetLost, TargetTimeout
+from tcpmux.interfaces import IResponseReceiver
+from tcpmux.writing import noDelay, writeNow
+
+ID_SPACE = 0x10000
+
+
+@implementer(IResponseReceiver)
+class PipelinedTargetSession:
+    """
+    The receiver of a target connection carrying up to C{capacity} round
+    trips at once. When a round trip is abandoned the connection is
+    renewed, failing the others on it, since a late answer could otherwise
+    meet a reused id. A response with an id given out before is a late or
+    repeated answer, and dropped; one with an id never given out means the
+    target is out of step: the round trips on it fail at once with
+    L{InvalidResponse}, and the connection is renewed.
+
+    @ivar inFlight: wire id -> (round trip's L{Deferred}, request).
+    """
+
+    log = Logger()
+    transport = None
+    retired = False
+    _wrapped = False
+
+    def __init__(self, factory, pipelining, capacity):
+        self.factory = factory
+        self.pipelining = pipelining
+        self.capacity = capacity
+        self.inFlight = {}
+        self._lastId = 0
+
+    @property
+    def busy(self):
+        return bool(self.inFlight)
+
+    def roundTrip(self, request, partReceived=None):
+        wireId = self._allocate()
+        response = Deferred(canceller=lambda d: self._abandon(wireId))
+        self.inFlight[wireId] = (response, request)
+        writeNow(self.transport, self.pipelining.requestWithId(request, wireId))
+        return response
+
+    def _allocate(self):
+        # At most capacity (< ID_SPACE) ids are in use, so one is free.
+        wireId = self._lastId
+        while True:
+            wireId = (wireId + 1) % ID_SPACE
+            if wireId == 0:
+                self._wrapped = True
+            if wireId not in self.inFlight:
+                self._lastId = wireId
+                return wireId
+
+    # IResponseReceiver
+
+    def startReceiving(self, framer):
+        self.transport = framer.transport
+        noDelay(self.transport)
+        self.factory.targetConnected(self)
+
+    def messageReceived(self, response):
+        if self.retired:
+            return
+        wireId = self.pipelining.responseId(response)
+        entry = self.inFlight.pop(wireId, None)
+        if entry is not None:
+            pending, request = entry
+            pending.callback(self.pipelining.responseFor(response, request))
+        elif self._issued(wireId):
+            # A late or repeated answer to a request already answered or
+            # given up on: recognised by its id, and dropped.
+            self.factory.surplus(self, f"a response with the old id {wireId}")
+        else:
+            # An id never used here: the target is out of step with its
+            # requests, and whatever it sends next cannot be trusted.
+            why = f"a response with id {wireId}, which no request carried"
+            self._renew(why, error=InvalidResponse(why))
+
+    def _issued(self, wireId):
+        """
+        Whether C{wireId} was given to a request on this connection.
+        """
+        return self._wrapped or 0 < wireId <= self._lastId
+
+    def partReceived(self, part):
+        # Protocols with parts (HTTP) are not pipelined.
+        pass
+
+    def framingError(self, reason, reply):
+        why = f"unframeable response: {reason}"
+        self._renew(why, error=InvalidResponse(why))
+
+    def inputEnded(self):
+        # The target will send nothing more: close, and fail what it owes.
+        self.transport.loseConnection()
+
+    def stopReceiving(self, reason):
+        inFlight, self.inFlight = self.inFlight, {}
+        self._failAll(inFlight, TargetLost("the connection to the target closed"))
+        self.factory.targetLost(self, reason)
+
+    def _abandon(self, wireId):
+        # Whoever asked gave up on this answer: it may still come, with an
+        # id that could be reused, so the connection goes.
+        if wireId in self.inFlight:
+            self._renew(
+                "gave up waiting for a response",
+                wireId,
+                TargetTimeout("no response from the target"),
+            )
+
+    def _renew(self, why, wireId=None, error=None):
+        """
+        Stop offering this connection and drop it, then fail the round trips
+        that were on it: C{wireId}'s with C{error}, and every other one with
+        C{error} or, when C{wireId} is given, L{TargetLost}. The connection
+        goes first, so that no failure lets another request onto it.
+        """
+        inFlight, self.inFlight = self.inFlight, {}
+        own = inFlight.pop(wireId, None)
+        self.retired = True
+        self.factory.renew(self, why)
+        if own is not None:
+            own[0].errback(Failure(error))
+        if wireId is not None:
+            error = TargetLost(f"the connection was renewed: {why}")
+        self._failAll(inFlight, error)
+
+    def _failAll(self, inFlight, error):
+        for pending, request in inFlight.values():
+            pending.errback(Failure(error))
