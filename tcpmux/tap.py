@@ -67,11 +67,12 @@ class Options(usage.Options):
         ["pipeline", None, 1,
          "Requests in flight at once on each target connection (modbus "
          "only; the device must answer pipelined requests: most do not). "
-         "Transaction ids are rewritten to be unique on the connection and "
-         "mapped back to each client's own.", parseCount],
+         "Transaction ids are always rewritten to be unique on the "
+         "connection and mapped back to each client's own.", parseCount],
         ["client-timeout", None, 0.0,
-         "Close a client that sent nothing and waited for nothing this long "
-         "(0: never).", parseDuration],
+         "Close a client that had nothing in progress this long: no whole "
+         "request received and no answer owed. A request still incomplete "
+         "after this long closes its client too (0: never).", parseDuration],
         ["idle-close", None, 0.0,
          "Close the target connection once no client has been connected "
          "this long, and re-open it when one connects (0: keep it open; it "

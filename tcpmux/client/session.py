@@ -150,6 +150,9 @@ class ClientSession(TimeoutMixin):
         if self.trip is not None:
             self.trip.withdraw()
         self.registry.remove(self)
+        # The framer refers to us: let reference counting free us both, and
+        # whatever the framer buffered, as soon as the connection is gone.
+        self.framer = None
 
     # the round trip
 

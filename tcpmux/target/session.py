@@ -107,6 +107,7 @@ class TargetSession:
         if pending is not None:
             pending.errback(Failure(TargetLost("the connection to the target closed")))
         self.factory.targetLost(self, reason)
+        self.framer = None  # no cycle: freed by reference counting
 
     def _abandon(self, pending):
         # Whoever asked gave up (its deadline): the answer may still come,
