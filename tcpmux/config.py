@@ -34,6 +34,33 @@ def parseDuration(text):
     return float(match.group(1)) * _SCALE[match.group(2)]
 
 
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$", re.IGNORECASE)
+_SIZE_SCALE = {
+    None: 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2,
+    "gb": 1000**3, "gib": 1024**3,
+}
+
+
+def parseSize(text):
+    """
+    Bytes from C{"65536"}, C{"64KiB"}, C{"4MB"}, C{"1GiB"} (KB, MB and GB
+    are powers of 1000; KiB, MiB and GiB of 1024).
+
+    @raise ValueError: for anything else, or zero.
+    """
+    match = _SIZE.match(str(text))
+    if match is None:
+        raise ValueError(
+            f"{text!r} is not a size: use bytes, or a number with KB, MB, GB, "
+            "KiB, MiB or GiB"
+        )
+    unit = match.group(2)
+    value = int(match.group(1)) * _SIZE_SCALE[unit.lower() if unit else None]
+    if value < 1:
+        raise ValueError(f"{text!r} must be at least 1 byte")
+    return value
+
+
 def parseCount(text):
     """
     A whole number greater than zero.

@@ -27,6 +27,8 @@ class Multiplexer(ServerFactory):
     @ivar clients: the L{ClientRegistry} of connected clients.
     @ivar maxQueue: whole requests one client may have waiting before
         tcpmux stops reading from it.
+    @ivar maxClientBuffer: answer bytes tcpmux may hold for one client that
+        does not read them; over it, the client is dropped.
     @ivar timeout: seconds a client waits for the answer to a request, from
         the moment the request is its next one to go (waiting for other
         clients' round trips, for a connection, and for the target's answer
@@ -42,6 +44,7 @@ class Multiplexer(ServerFactory):
         application,
         target,
         maxQueue=32,
+        maxClientBuffer=4 * 1024 * 1024,
         maxClients=1024,
         verbose=False,
         timeout=None,
@@ -55,6 +58,7 @@ class Multiplexer(ServerFactory):
         self.application = application
         self.target = target
         self.maxQueue = maxQueue
+        self.maxClientBuffer = maxClientBuffer
         self.timeout = timeout
         self.clientTimeout = clientTimeout
         self.queue = RoundTripQueue(
@@ -69,9 +73,10 @@ class Multiplexer(ServerFactory):
             self.application,
             self.queue,
             self.clients,
-            self.maxQueue,
-            self.clientTimeout,
             self.clock,
+            maxQueue=self.maxQueue,
+            maxBuffer=self.maxClientBuffer,
+            clientTimeout=self.clientTimeout,
         )
         framer = self.application.buildRequestFramer(session)
         framer.factory = self

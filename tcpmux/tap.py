@@ -13,6 +13,7 @@ from tcpmux.config import (
     listenEndpoint,
     parseCount,
     parseDuration,
+    parseSize,
     targetEndpoint,
 )
 from tcpmux.multiplexer import Multiplexer
@@ -58,6 +59,11 @@ class Options(usage.Options):
         ["max-queue", None, 32,
          "Whole requests one client may have waiting; beyond it tcpmux "
          "stops reading that client until its queue drains.", parseCount],
+        ["max-client-buffer", None, "4MiB",
+         "Answer bytes tcpmux may hold for one client that is not reading "
+         "them (KB, MB, KiB, MiB); a client over it is dropped, and the rest "
+         "of its answer read from the target and discarded, so that nobody "
+         "else waits for it.", parseSize],
         ["max-clients", None, 1024,
          "Clients connected at once; another is closed at once.", parseCount],
         ["connections", None, 1,
@@ -157,6 +163,7 @@ def makeService(options):
         application,
         target,
         maxQueue=options["max-queue"],
+        maxClientBuffer=options["max-client-buffer"],
         maxClients=options["max-clients"],
         verbose=options["verbose"],
         timeout=options["timeout"],

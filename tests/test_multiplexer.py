@@ -93,7 +93,7 @@ class QueueTests(SynchronousTestCase):
         A client with C{maxQueue} requests waiting is no longer read; it is
         read again once its queue drains.
         """
-        self.multiplexer.maxQueue = 3
+        self.multiplexer.maxQueue = 3  # read by each new client's session
         a, aTransport = connectClient(self.multiplexer, 1)
         a.dataReceived(line("1") + line("2") + line("3"))
         self.assertEqual(aTransport.producerState, "producing")

@@ -28,6 +28,11 @@ def formatAddress(address):
     return f"{host}:{address.port}"
 
 
+# How much of an answer's start the application protocol may need to judge
+# it (an HTTP head, behind any interim responses).
+ANSWER_START = 128 * 1024
+
+
 class _Reply:
     """
     Bytes to send a client in turn among its answers (L{replyInOrder}).
@@ -70,12 +75,27 @@ class ClientSession(TimeoutMixin):
     gone = False
     # Bytes of an unfinished request it left with (for the registry's log).
     discarded = None
+    # The first bytes of an answer that comes in parts, and how many bytes
+    # were written since the transport asked us to pause.
+    _answerStart = b""
+    _heldWhilePaused = 0
+    _dropped = False
 
-    def __init__(self, application, queue, registry, maxQueue, clientTimeout, clock):
+    def __init__(
+        self,
+        application,
+        queue,
+        registry,
+        clock,
+        maxQueue=32,
+        maxBuffer=4 * 1024 * 1024,
+        clientTimeout=None,
+    ):
         self.application = application
         self.queue = queue
         self.registry = registry
         self.maxQueue = maxQueue
+        self.maxBuffer = maxBuffer
         self.clientTimeout = clientTimeout
         self.callLater = clock.callLater
         self.requests = deque()
@@ -168,24 +188,57 @@ class ClientSession(TimeoutMixin):
             self.readPaused = False
             self.transport.resumeProducing()
         self.setTimeout(None)
+        self._answerStart = b""
         self.trip = trip = self.queue.submit(request, self.peer, self._partReceived)
         trip.result.addBoth(self._answered, request)
 
     def _partReceived(self, part):
-        if not self.gone:
-            writeNow(self.transport, part)
+        if self.gone or self._dropped:
+            return
+        if len(self._answerStart) < ANSWER_START:
+            self._answerStart += part[: ANSWER_START - len(self._answerStart)]
+        self._write(part)
+
+    def _write(self, data):
+        """
+        Write part of an answer; drop the client if it holds more than
+        C{maxBuffer} bytes of answers it does not read.
+        """
+        writeNow(self.transport, data)
+        if self.writePaused:
+            self._heldWhilePaused += len(data)
+            if self._heldWhilePaused > self.maxBuffer and not self._dropped:
+                self._dropped = True
+                self.log.warn(
+                    "Dropping client {client}: more than {size} bytes of "
+                    "answers wait for it to read (--max-client-buffer)",
+                    client=self.peer,
+                    size=self.maxBuffer,
+                )
+                # Its round trip goes on, so that the rest of the answer is
+                # read from the target and discarded, and the next client's
+                # request finds the connection in step.
+                self.transport.abortConnection()
 
     def _answered(self, response, request):
         self.trip = None
-        if self.gone:
+        if self.gone or self._dropped:
             return
+        answerStart, self._answerStart = self._answerStart, b""
         if isinstance(response, Failure):
-            reply = self.application.errorResponse(request, response.value)
+            reply = None
+            if not answerStart:
+                # (After part of an answer, an error reply would only
+                # corrupt it: the client is closed instead.)
+                reply = self.application.errorResponse(request, response.value)
             if reply is None:
                 self.transport.loseConnection()
                 return
             response = reply
-        writeNow(self.transport, response)
+        self._write(response)
+        if answerStart:
+            # The answer came in parts: the protocol judges it by its start.
+            response = answerStart + response[: ANSWER_START - len(answerStart)]
         if self.application.closesClient(request, response):
             self.requests.clear()
             self.transport.loseConnection()
@@ -237,6 +290,7 @@ class ClientSession(TimeoutMixin):
 
     def pauseProducing(self):
         self.writePaused = True
+        self._heldWhilePaused = 0
 
     def resumeProducing(self):
         self.writePaused = False
