@@ -32,8 +32,7 @@ def writeNow(transport, data):
         and not transport.TLS
         and transport.connected
         and not transport.disconnecting
-        and not getattr(transport, "dataBuffer", True)
-        and not getattr(transport, "_tempDataBuffer", True)
+        and not _buffered(transport)
     ):
         try:
             sent = transport.socket.send(data)
@@ -47,6 +46,18 @@ def writeNow(transport, data):
             return
         data = data[sent:]
     transport.write(data)
+
+
+def _buffered(transport):
+    """
+    Whether C{transport} holds bytes not yet sent; C{True} if it cannot
+    tell (a Twisted release that renamed its buffers), so that the caller
+    falls back to C{write()}.
+    """
+    try:
+        return transport.dataBuffer or transport._tempDataBuffer
+    except AttributeError:
+        return True
 
 
 def noDelay(transport):

@@ -50,6 +50,19 @@ class WriteNowTests(TestCase):
         self.assertEqual(peer.recv(100), b"hello")
         self.assertEqual(transport._tempDataBuffer, [])
 
+    async def test_fallsBackWhenBuffersAreRenamed(self):
+        """
+        Should a Twisted release rename the private buffer L{writeNow}
+        peeks at, it writes through the transport instead: the bytes are
+        buffered (and still sent by the reactor), never sent out of order.
+        """
+        transport, peer = await self.connectedPair()
+        del transport._tempDataBuffer  # as if renamed
+        writes = []
+        transport.write = writes.append
+        writeNow(transport, b"hello")
+        self.assertEqual(writes, [b"hello"])
+
     async def test_noDelay(self):
         """
         L{noDelay} turns Nagle's algorithm off on a TCP transport.

@@ -120,7 +120,6 @@ class ClientSession(TimeoutMixin):
 
     def messageReceived(self, request):
         self.requests.append(request)
-        self.resetTimeout()
         self._sendNext()
         if len(self.requests) >= self.maxQueue and not self.readPaused:
             self.readPaused = True
@@ -187,7 +186,9 @@ class ClientSession(TimeoutMixin):
         if self.readPaused and len(self.requests) < self.maxQueue:
             self.readPaused = False
             self.transport.resumeProducing()
-        self.setTimeout(None)
+        if self.clientTimeout:
+            # Waiting for an answer is not idleness.
+            self.setTimeout(None)
         self._answerStart = b""
         self.trip = trip = self.queue.submit(request, self.peer, self._partReceived)
         trip.result.addBoth(self._answered, request)
@@ -253,10 +254,15 @@ class ClientSession(TimeoutMixin):
         elif self.inputDone:
             # Half-closed: it has every answer it asked for.
             self.transport.loseConnection()
-        else:
+        elif self.clientTimeout:
             self.setTimeout(self.clientTimeout)
 
     def timeoutConnection(self):
+        if self.busy or self.requests:
+            # Waiting for an answer (or to be able to take one) is not
+            # idleness: look again later.
+            self.setTimeout(self.clientTimeout)
+            return
         if self.framer.buffered():
             # A request begun and not finished (a slow drip holding a slot).
             why = "request incomplete after {idle}s (--client-timeout)"
