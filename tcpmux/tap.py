@@ -59,7 +59,7 @@ class Options(usage.Options):
         ["max-queue", None, 32,
          "Whole requests one client may have waiting; beyond it tcpmux "
          "stops reading that client until its queue drains.", parseCount],
-        ["max-client-buffer", None, "4MiB",
+        ["max-client-buffer", None, 4 * 1024 * 1024,
          "Answer bytes tcpmux may hold for one client that is not reading "
          "them (KB, MB, KiB, MiB); a client over it is dropped, and the rest "
          "of its answer read from the target and discarded, so that nobody "

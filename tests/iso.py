@@ -21,6 +21,7 @@ from tests.support import (
     ROOT,
     childEnvironment,
     receiveExactly,
+    receiveUntilClosed,
     runExample,
     startMultiplexer,
 )
@@ -114,12 +115,7 @@ def closedAfterRequest(port, raw, header):
     """
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sendFramed(sock, raw, header)
-        received = b""
-        while True:
-            chunk = sock.recv(1000)
-            if not chunk:
-                return received
-            received += chunk
+        return receiveUntilClosed(sock, 1000)
 
 
 async def manyTerminals(testCase, protocol, header, clients=6):

@@ -1,7 +1,7 @@
 """
 Helpers shared by the end-to-end tests: a multiplexer listening on an
-ephemeral port of 127.0.0.1, example servers run as child processes, and
-free ports.
+ephemeral port of 127.0.0.1, example servers and C{twistd} run as child
+processes, free ports, and blocking-socket reads.
 """
 
 import os
@@ -19,6 +19,7 @@ from tcpmux.tap import Options, makeService
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
+TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 
 
 def childEnvironment():
@@ -54,6 +55,18 @@ def receiveExactly(sock, size):
             raise ConnectionError(f"closed after {len(data)} of {size} bytes")
         data += chunk
     return data
+
+
+def receiveUntilClosed(sock, size=65536):
+    """
+    Receive until the peer closes the connection; return every byte.
+    """
+    received = b""
+    while True:
+        chunk = sock.recv(size)
+        if not chunk:
+            return received
+        received += chunk
 
 
 def buildMultiplexer(*args):
@@ -149,6 +162,32 @@ class ChildProcess(ProcessProtocol):
             pass
 
 
+def spawnChild(testCase, executable, *args):
+    """
+    Run C{executable} with C{args} as a L{ChildProcess}, killed when the
+    test ends if it is still running.
+    """
+    child = ChildProcess()
+    reactor.spawnProcess(
+        child, executable, [executable, *args], env=childEnvironment(), path=ROOT
+    )
+
+    def cleanup():
+        if not child.ended.called:
+            child.signal("KILL")
+            return child.ended
+
+    testCase.addCleanup(cleanup)
+    return child
+
+
+def runTwistd(testCase, *args):
+    """
+    Run C{twistd} with C{args} as a L{ChildProcess} until the test ends.
+    """
+    return spawnChild(testCase, TWISTD, *args)
+
+
 async def runExample(testCase, script, *args, ready="listening on"):
     """
     Run C{examples/script} with C{args} until the test ends; wait for its
@@ -156,22 +195,7 @@ async def runExample(testCase, script, *args, ready="listening on"):
 
     @return: C{(child, port)}.
     """
-    child = ChildProcess()
-    reactor.spawnProcess(
-        child,
-        sys.executable,
-        [sys.executable, os.path.join(EXAMPLES, script), *args],
-        env=childEnvironment(),
-        path=ROOT,
-    )
-
-    async def stop():
-        if child.ended.called:
-            return
-        child.signal("KILL")
-        await child.ended
-
-    testCase.addCleanup(lambda: Deferred.fromCoroutine(stop()))
+    child = spawnChild(testCase, sys.executable, os.path.join(EXAMPLES, script), *args)
     line = await child.waitFor(ready)
     return child, int(line.rsplit(":", 1)[1])
 

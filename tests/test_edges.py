@@ -7,10 +7,8 @@ reference counting alone, and logs that stay small under repeated events.
 
 import gc
 from collections import Counter
-import os
 import socket
 import struct
-import sys
 import time
 import weakref
 
@@ -36,15 +34,12 @@ from tests.faults import (
 )
 from tests.modbus import exceptionResponse, readRequest, readResponse, splitModbus
 from tests.support import (
-    ROOT,
-    ChildProcess,
-    childEnvironment,
     freePort,
+    receiveUntilClosed,
+    runTwistd,
     startMultiplexer,
     until,
 )
-
-TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 
 GATEWAY_PATH_UNAVAILABLE = 0x0A
 
@@ -83,12 +78,7 @@ def halfCloseExchange(port, data, shutDown):
         sock.sendall(data)
         sock.shutdown(socket.SHUT_WR)
         shutDown()
-        received = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return received
-            received += chunk
+        return receiveUntilClosed(sock)
 
 
 class HalfCloseTests(TestCase):
@@ -146,20 +136,6 @@ class HalfCloseTests(TestCase):
 class SIGTERMWithQueueTests(TestCase):
     timeout = 30
 
-    def twistd(self, *args):
-        child = ChildProcess()
-        reactor.spawnProcess(
-            child, TWISTD, [TWISTD, *args], env=childEnvironment(), path=ROOT
-        )
-
-        def cleanup():
-            if not child.ended.called:
-                child.signal("KILL")
-                return child.ended
-
-        self.addCleanup(cleanup)
-        return child
-
     async def test_everyAcceptedRequestAnswered(self):
         """
         SIGTERM while the target holds one request and 59 more wait behind
@@ -170,7 +146,7 @@ class SIGTERMWithQueueTests(TestCase):
         target = FaultTarget("modbus", hold)
         targetPort = target.listen(self)
         port = freePort()
-        child = self.twistd(
+        child = runTwistd(self, 
             "--nodaemon", "--pidfile=", "--logfile=-", "tcpmux",
             "--protocol", "modbus", "--target", f"127.0.0.1:{targetPort}",
             "--listen", f"tcp:{port}:interface=127.0.0.1", "--timeout", "5",

@@ -6,9 +6,7 @@ the foreground with a round trip in flight), --max-clients,
 
 import os
 import signal
-import sys
 
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -18,16 +16,7 @@ from tcpmux.protocols.echo import application as echo
 from tests.faults import FaultTarget, answer, ask, captureLogs, connect, hold
 from tests.memory import connectClient
 from tests.modbus import exceptionResponse, readRequest, readResponse
-from tests.support import (
-    ROOT,
-    ChildProcess,
-    childEnvironment,
-    freePort,
-    startMultiplexer,
-    until,
-)
-
-TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+from tests.support import freePort, runTwistd, startMultiplexer, until
 
 
 def alive(pid):
@@ -43,20 +32,6 @@ def alive(pid):
 class SIGTERMTests(TestCase):
     timeout = 30
 
-    def twistd(self, *args):
-        child = ChildProcess()
-        reactor.spawnProcess(
-            child, TWISTD, [TWISTD, *args], env=childEnvironment(), path=ROOT
-        )
-
-        def cleanup():
-            if not child.ended.called:
-                child.signal("KILL")
-                return child.ended
-
-        self.addCleanup(cleanup)
-        return child
-
     async def test_daemonized(self):
         """
         C{twistd tcpmux} daemonizes and writes its pidfile; on SIGTERM it
@@ -69,7 +44,7 @@ class SIGTERMTests(TestCase):
         os.makedirs(base)
         pidfile = os.path.join(base, "tcpmux.pid")
         logfile = os.path.join(base, "tcpmux.log")
-        launcher = self.twistd(
+        launcher = runTwistd(self, 
             f"--pidfile={pidfile}", f"--logfile={logfile}", "tcpmux",
             "--protocol", "echo", "--target", f"127.0.0.1:{targetPort}",
             "--listen", f"tcp:{port}:interface=127.0.0.1",
@@ -97,7 +72,7 @@ class SIGTERMTests(TestCase):
         base = os.path.abspath(self.mktemp())
         os.makedirs(base)
         pidfile = os.path.join(base, "tcpmux.pid")
-        child = self.twistd(
+        child = runTwistd(self, 
             "--nodaemon", f"--pidfile={pidfile}", "--logfile=-", "tcpmux",
             "--protocol", "modbus", "--target", f"127.0.0.1:{targetPort}",
             "--listen", f"tcp:{port}:interface=127.0.0.1", "--timeout", "1",

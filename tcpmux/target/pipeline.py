@@ -31,12 +31,17 @@ class PipelinedTargetSession:
     meet a reused id. A response with an id given out before is a late or
     repeated answer, and dropped; one with an id never given out means the
     target is out of step: the round trips on it fail at once with
-    L{InvalidResponse}, and the connection is renewed.
+    L{InvalidResponse}, and the connection is renewed. With one round trip
+    at a time, bytes after an answer in the same read renew the connection
+    too, as in L{tcpmux.target.session.TargetSession}; with several in
+    flight they may be the other answers, and responses are matched by id
+    alone.
 
     @ivar inFlight: wire id -> (round trip's L{Deferred}, request).
     """
 
     log = Logger()
+    framer = None
     transport = None
     retired = False
     _wrapped = False
@@ -73,6 +78,7 @@ class PipelinedTargetSession:
     # IResponseReceiver
 
     def startReceiving(self, framer):
+        self.framer = framer
         self.transport = framer.transport
         noDelay(self.transport)
         self.factory.targetConnected(self)
@@ -84,6 +90,11 @@ class PipelinedTargetSession:
         entry = self.inFlight.pop(wireId, None)
         if entry is not None:
             pending, request = entry
+            if self.capacity == 1 and self.framer.buffered():
+                # One request at a time, and more bytes came after its answer
+                # in the same read: nothing asked for them. (They could even
+                # carry the id the next request is about to get.)
+                self._renew("unrequested bytes after a response")
             pending.callback(self.pipelining.responseFor(response, request))
         elif self._issued(wireId):
             # A late or repeated answer to a request already answered or
@@ -117,6 +128,7 @@ class PipelinedTargetSession:
         inFlight, self.inFlight = self.inFlight, {}
         self._failAll(inFlight, TargetLost("the connection to the target closed"))
         self.factory.targetLost(self, reason)
+        self.framer = None  # no cycle: freed by reference counting
 
     def _abandon(self, wireId):
         # Whoever asked gave up on this answer: it may still come, with an
