@@ -83,8 +83,10 @@ class IResponseReceiver(IMessageReceiver):
     def partReceived(part):
         """
         Bytes that belong to the answer to the request in flight and may be
-        passed on to its client now (an HTTP C{1xx} interim response); the
-        final C{messageReceived} completes the answer.
+        passed on to its client now: an HTTP C{1xx} interim response, or the
+        head and body of a long response as they arrive, so that tcpmux
+        never holds a whole large answer. The final C{messageReceived}
+        carries the rest (possibly C{b""}).
         """
 
 

@@ -51,14 +51,48 @@ from tests.support import (
 )
 
 
-class ExpectingPosts(Recording):
+class Answers(Recording):
+    """
+    Records what a response framer delivers as whole answers: C{parts} holds
+    the interim (1xx) responses, each passed on whole, and C{messages} each
+    final response, its streamed pieces joined with its last one.
+
+    @ivar pieces: each streamed piece of the final responses, in order.
+    @ivar lasts: the piece each C{messageReceived} brought.
+    @ivar events: C{("part", bytes)} and C{("message", bytes)} in order.
+    """
+
+    def __init__(self):
+        Recording.__init__(self)
+        self.pieces = []
+        self.lasts = []
+        self.events = []
+        self._streamed = []
+
+    def partReceived(self, part):
+        self.events.append(("part", part))
+        if not self._streamed and part.startswith(b"HTTP/1.") and part[9:10] == b"1":
+            # Nothing of the final response yet: an interim response.
+            self.parts.append(part)
+        else:
+            self._streamed.append(part)
+            self.pieces.append(part)
+
+    def messageReceived(self, message):
+        self.events.append(("message", message))
+        self.lasts.append(message)
+        self.messages.append(b"".join(self._streamed) + message)
+        self._streamed = []
+
+
+class ExpectingPosts(Answers):
     """
     Expects a response to a POST again after each final response, as the
     target session does before each request.
     """
 
     def messageReceived(self, message):
-        Recording.messageReceived(self, message)
+        Answers.messageReceived(self, message)
         self.framer.expectResponseTo(POST)
 
 
@@ -97,14 +131,14 @@ class ClosingRecordedTransport(StringTransport):
 
 def connect(framerClass, factory=None, recorder=None):
     """
-    A new C{framerClass} delivering to C{recorder} (a new L{Recording} by
+    A new C{framerClass} delivering to C{recorder} (a new L{Answers} by
     default), on a transport that tells C{factory}, if given, when it is
     closed.
 
     @return: C{(framer, recorder)}.
     """
     if recorder is None:
-        recorder = Recording()
+        recorder = Answers()
     transport = None
     if factory is not None:
         transport = ClosingRecordedTransport(factory, recorder)
@@ -680,10 +714,35 @@ class ResponseFramingTests(SynchronousTestCase):
             self.assertTrue(framer.transport.disconnecting)
 
     def test_tooLarge(self):
-        _, recorder = feed(SmallResponses, b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 300, request=GET)
+        """
+        A head is limited; so is a response that answers no request, which
+        is buffered. The response to a request is streamed, whatever its
+        size.
+        """
+        _, recorder = feed(SmallResponses, b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 300)
+        self.assertEqual(recorder.errors, ["message larger than 256 bytes"])
+        _, recorder = feed(SmallResponses, b"HTTP/1.1 200 OK\r\nContent-Length: 300\r\n\r\n")
         self.assertEqual(recorder.errors, ["message larger than 256 bytes"])
         _, recorder = feed(SmallResponses, b"HTTP/1.1 200 OK\r\nX: " + b"x" * 100, request=GET)
         self.assertEqual(recorder.errors, ["head larger than 64 bytes"])
+        _, recorder = feed(
+            SmallResponses, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1" + b"0" * 64,
+            request=GET,
+        )
+        self.assertEqual(recorder.errors, ["chunk-size line too long"])
+        for response in [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 300\r\n\r\n" + b"x" * 300,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n12c\r\n"
+            + b"x" * 300 + b"\r\n0\r\n\r\n",
+        ]:
+            framer, recorder = feed(SmallResponses, response, request=GET)
+            self.assertEqual((recorder.errors, recorder.messages), ([], [response]))
+        framer, recorder = feed(
+            SmallResponses, b"HTTP/1.1 200 OK\r\n\r\n", b"x" * 300, request=GET
+        )
+        framer.connectionLost(Failure(ConnectionError()))
+        self.assertEqual(recorder.errors, [])
+        self.assertEqual(recorder.messages, [b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 300])
 
     def test_statusLineVariants(self):
         """
@@ -693,6 +752,187 @@ class ResponseFramingTests(SynchronousTestCase):
             response = line + b"Content-Length: 0\r\n\r\n"
             _, recorder = feed(HTTPResponseReceiver, response, request=GET)
             self.assertEqual(recorder.messages, [response])
+
+
+class StreamingTests(SynchronousTestCase):
+    """
+    The final response to a request is passed on as it arrives: at the end
+    of each read, what has come of it goes to C{partReceived}, and its last
+    piece to C{messageReceived}; the framer holds about one read of it.
+    """
+
+    def stream(self, response, size=64 * 1024, bound=None):
+        """
+        Feed C{response} to a GET in reads of C{size} bytes, checking that
+        what is buffered after each read and while each piece is delivered
+        is at most C{bound} (C{size} by default).
+
+        @return: the L{Buffering} recorder.
+        """
+        bound = size if bound is None else bound
+        framer, recorder = connect(HTTPResponseReceiver, recorder=Buffering())
+        framer.expectResponseTo(GET)
+        for start in range(0, len(response), size):
+            framer.dataReceived(response[start : start + size])
+            self.assertLessEqual(framer.buffered(), bound)
+        self.assertEqual(framer.buffered(), 0)
+        self.assertLessEqual(max(recorder.pieceBuffered + recorder.buffered), bound)
+        self.assertEqual(recorder.errors, [])
+        self.assertEqual(b"".join(recorder.pieces) + b"".join(recorder.lasts), response)
+        self.assertEqual(recorder.messages, [response])
+        return recorder
+
+    def test_contentLength(self):
+        """
+        A 1 MB body fed in 64 KiB reads is passed on read by read, never
+        buffered whole.
+        """
+        body = blob(MIB, "streamed")
+        response = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        recorder = self.stream(response)
+        self.assertEqual(len(recorder.pieces), len(response) // (64 * 1024))
+        self.assertTrue(all(len(piece) <= 64 * 1024 for piece in recorder.pieces))
+
+    def test_chunkedOneBigChunk(self):
+        """
+        A single 1 MB chunk is passed on as it arrives, not held until its
+        end.
+        """
+        body = blob(MIB, "one chunk")
+        response = (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"%x\r\n" % len(body) + body + b"\r\n0\r\nTrailer: t\r\n\r\n"
+        )
+        recorder = self.stream(response)
+        self.assertGreaterEqual(len(recorder.pieces), 16)
+        self.assertTrue(all(len(piece) <= 64 * 1024 for piece in recorder.pieces))
+
+    def test_anySplit(self):
+        """
+        Whatever the reads, the pieces make up the response.
+        """
+        for response in [OK, CHUNKED_OK, CHUNKED_OK.replace(b"3;x=y\r\nabc", b"1\r\na\r\n2\r\nbc")]:
+            for size in (1, 2, 3, 7, len(response) - 1):
+                # (A head or a chunk-size line is held until it is whole.)
+                self.stream(response, size, bound=len(response))
+
+    def test_largerThanMaxMessageSize(self):
+        """
+        maxMessageSize bounds what is buffered, not a streamed response.
+        """
+        self.patch(HTTPResponseReceiver, "maxMessageSize", 1024)
+        body = blob(100 * 1024, "large")
+        self.stream(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body, 1000)
+        self.stream(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n" % len(body)
+            + body + b"\r\n0\r\n\r\n",
+            1000,
+        )
+
+    def test_interimThenFinalInParts(self):
+        """
+        Interim responses are one part each; then the final response, in
+        pieces as it arrives.
+        """
+        early = b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n"
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
+        _, recorder = feed(
+            HTTPResponseReceiver, early + head + b"o", b"k", request=GET
+        )
+        self.assertEqual(
+            recorder.events,
+            [("part", early), ("part", head + b"o"), ("message", b"k")],
+        )
+        self.assertEqual(recorder.parts, [early])
+        self.assertEqual(recorder.messages, [head + b"ok"])
+
+    def test_headWaitsForItsEnd(self):
+        """
+        Nothing is passed on before the final response's head is whole.
+        """
+        _, recorder = feed(HTTPResponseReceiver, *byteAtATime(OK[:-3]), request=GET)
+        self.assertEqual(recorder.events, [])
+        _, recorder = feed(HTTPResponseReceiver, OK[:-2], request=GET)
+        self.assertEqual(recorder.events, [("part", OK[:-2])])
+
+    def test_untilClose(self):
+        """
+        A response that runs to the close is passed on as it comes; the
+        close brings an empty last piece, after the connection is retired.
+        """
+        head = b"HTTP/1.1 200 OK\r\n\r\n"
+        factory = RenewingFactory()
+        framer, recorder = feed(
+            HTTPResponseReceiver, head + b"a", b"bc", request=GET, factory=factory
+        )
+        self.assertEqual(recorder.events, [("part", head + b"a"), ("part", b"bc")])
+        framer.connectionLost(Failure(ConnectionError()))
+        self.assertEqual(recorder.events[2:], [("message", b"")])
+        self.assertEqual(factory.renewed, [[]])
+
+    def test_connectionCloseRetiresBeforeLastPiece(self):
+        """
+        A streamed response that ends the connection: its pieces go on as
+        they come, and the connection is closed before its last piece.
+        """
+        response = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 4\r\n\r\nbody"
+        factory = RenewingFactory()
+        framer, recorder = feed(
+            HTTPResponseReceiver, response[:-2], response[-2:] + OK, request=GET, factory=factory
+        )
+        self.assertEqual(recorder.events, [("part", response[:-2]), ("message", b"dy")])
+        self.assertEqual(factory.renewed, [[]])
+        self.assertTrue(framer.transport.disconnecting)
+        self.assertEqual(recorder.messages, [response])
+
+    def test_closedByReceiver(self):
+        """
+        If the connection is closed while a piece is delivered, nothing
+        more is.
+        """
+
+        class Closing(Answers):
+            def partReceived(self, part):
+                Answers.partReceived(self, part)
+                self.framer.transport.loseConnection()
+
+        recorder = Closing()
+        framer, _ = connect(HTTPResponseReceiver, recorder=recorder)
+        framer.expectResponseTo(GET)
+        framer.dataReceived(OK[:-1])
+        framer.dataReceived(OK[-1:] + OK)
+        self.assertEqual(recorder.events, [("part", OK[:-1])])
+        self.assertEqual(framer.buffered(), 0)
+
+    def test_badChunkAfterPieces(self):
+        """
+        A chunk not followed by CRLF is refused after its data streamed.
+        """
+        head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        framer, recorder = feed(
+            HTTPResponseReceiver, head + b"5\r\nab", b"cde", b"xx", request=GET
+        )
+        self.assertEqual(recorder.pieces, [head + b"5\r\nab", b"cde"])
+        self.assertEqual(recorder.errors, ["chunk data not followed by CRLF"])
+        self.assertEqual(recorder.messages, [])
+        self.assertTrue(framer.transport.disconnecting)
+
+    def test_closesClientAfterInterim(self):
+        """
+        closesClient judges the answer's start by its final head, behind
+        any interim responses; without a whole final head, it closes.
+        """
+        early = b"HTTP/1.1 103 Early Hints\r\n\r\n"
+        processing = b"HTTP/1.1 102 Processing\r\n\r\n"
+        closing = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
+        self.assertFalse(application.closesClient(GET, early + OK))
+        self.assertFalse(application.closesClient(GET, processing + early + CHUNKED_OK[:50]))
+        self.assertTrue(application.closesClient(GET, early + closing))
+        self.assertTrue(application.closesClient(GET, processing + early))
+        self.assertTrue(application.closesClient(GET, early + OK[:20]))
+        self.assertTrue(application.closesClient(GET, early + b"garbage\r\n\r\n" + OK))
+        self.assertTrue(application.closesClient(GET, b""))
+        self.assertFalse(application.closesClient(GET, OK[:-1]))
 
 
 class BareLineEndTests(SynchronousTestCase):
@@ -858,23 +1098,29 @@ class FieldValueTests(SynchronousTestCase):
         self.assertFalse(Head((1, 0), [(b"connection", b"\x0bkeep-alive")]).persistent())
 
 
-class Buffering(Recording):
+class Buffering(Answers):
     """
-    Records, with each message and part, what the framer says is buffered
-    while it is delivered.
+    Records, with each message and interim part, what the framer says is
+    buffered while it is delivered; and with each streamed piece, in
+    C{pieceBuffered}.
     """
 
     def __init__(self):
-        Recording.__init__(self)
+        Answers.__init__(self)
         self.buffered = []
+        self.pieceBuffered = []
 
     def messageReceived(self, message):
-        Recording.messageReceived(self, message)
+        Answers.messageReceived(self, message)
         self.buffered.append(self.framer.buffered())
 
     def partReceived(self, part):
-        Recording.partReceived(self, part)
-        self.buffered.append(self.framer.buffered())
+        pieces = len(self.pieces)
+        Answers.partReceived(self, part)
+        if len(self.pieces) > pieces:
+            self.pieceBuffered.append(self.framer.buffered())
+        else:
+            self.buffered.append(self.framer.buffered())
 
 
 class BufferedContractTests(SynchronousTestCase):
@@ -899,6 +1145,26 @@ class BufferedContractTests(SynchronousTestCase):
                 framer.expectResponseTo(GET)
                 framer.dataReceived(chunk)
             self.assertEqual(recorder.buffered, expected, chunks)
+
+    def test_streamedPieces(self):
+        """
+        While a piece of a streamed response is delivered, C{buffered()}
+        counts what is held after it: the start of a chunk-size line, or
+        the CRLF that may end the chunked body.
+        """
+        head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        for chunks, pieces, held in [
+            ([OK[:-1]], [OK[:-1]], [0]),
+            ([head + b"3\r\nabc\r\n1"], [head + b"3\r\nabc\r\n"], [1]),
+            ([head + b"3\r\nab", b"c\r\n0\r\n"], [head + b"3\r\nab", b"c\r\n0"], [0, 2]),
+        ]:
+            framer, recorder = connect(HTTPResponseReceiver, recorder=Buffering())
+            framer.expectResponseTo(GET)
+            for chunk in chunks:
+                framer.dataReceived(chunk)
+            self.assertEqual(recorder.pieces, pieces, chunks)
+            self.assertEqual(recorder.pieceBuffered, held, chunks)
+            self.assertEqual(recorder.messages, [])
 
     def test_requests(self):
         for chunks, expected in [
@@ -950,8 +1216,10 @@ class ReferenceTests(SynchronousTestCase):
             (HTTPRequestReceiver, None, POST[:-2]),
             (HTTPRequestReceiver, None, CHUNKED_POST[:-10]),
             (HTTPResponseReceiver, GET, OK[:10]),
-            (HTTPResponseReceiver, GET, OK[:-1]),
-            (HTTPResponseReceiver, GET, b"HTTP/1.1 200 OK\r\n\r\nuntil close"),
+            (HTTPResponseReceiver, GET, CHUNKED_OK[:-10]),
+            # A response that answers no request is buffered, not streamed.
+            (HTTPResponseReceiver, None, OK[:-1]),
+            (HTTPResponseReceiver, None, b"HTTP/1.1 200 OK\r\n\r\nuntil close"),
         ]:
             framer = framerClass(PlainReceiver())
             framer.makeConnection(StringTransport())
@@ -970,7 +1238,9 @@ class ReferenceTests(SynchronousTestCase):
         """
         for framerClass, request, data in [
             (HTTPRequestReceiver, None, POST[:-1]),
-            (HTTPResponseReceiver, GET, OK[:-1]),
+            (HTTPResponseReceiver, GET, OK[:10]),
+            (HTTPResponseReceiver, GET, CHUNKED_OK[:-10]),
+            (HTTPResponseReceiver, None, OK[:-1]),
         ]:
             framer, recorder = feed(framerClass, data, request=request)
             self.assertTrue(framer.buffered())
@@ -1158,8 +1428,11 @@ class PropertyTests(SynchronousTestCase):
         if recorder.errors:
             self.assertEqual(len(recorder.messages) + len(recorder.parts), delivered)
             self.assertTrue(framer.transport.disconnecting)
-        for message in recorder.messages:
-            self.assertLessEqual(len(message), framerClass.maxMessageSize)
+        if framerClass is SmallRequests:
+            # (A response to a request is streamed, whatever its size: only
+            # what is buffered is bounded, as checked above.)
+            for message in recorder.messages:
+                self.assertLessEqual(len(message), framerClass.maxMessageSize)
 
 
 # -- end to end, over real TCP

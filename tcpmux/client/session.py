@@ -295,8 +295,11 @@ class ClientSession(TimeoutMixin):
     # IPushProducer, for our own transport's write buffer.
 
     def pauseProducing(self):
-        self.writePaused = True
-        self._heldWhilePaused = 0
+        # The transport calls this on every write while its buffer is full:
+        # count from the first.
+        if not self.writePaused:
+            self.writePaused = True
+            self._heldWhilePaused = 0
 
     def resumeProducing(self):
         self.writePaused = False

@@ -41,9 +41,15 @@ forwarding bytes unchanged, does not do). CONNECT and C{Upgrade} requests
 answered C{501}.
 
 Limits: a head (start line and fields), each chunk-size line and a trailer
-section are at most C{maxHeaderSize} bytes (64 KiB); a whole message is at
+section are at most C{maxHeaderSize} bytes (64 KiB); a whole request is at
 most C{maxMessageSize} bytes (64 MiB), which is also the most a framer ever
 buffers.
+
+Requests are passed on whole: they must be, to wait in a queue. The final
+response to a request is streamed: once its head is in, whatever of it has
+arrived is passed on at the end of each read (L{IResponseReceiver.
+partReceived}), and the last piece completes it, so that the framer holds
+about one read of a response of any size.
 """
 
 import re
@@ -370,8 +376,8 @@ class HTTPMessageReceiver(MessageFramer):
 
     @cvar maxHeaderSize: the largest head, chunk-size line or trailer
         section.
-    @cvar maxMessageSize: the largest whole message; bytes of an
-        incomplete message beyond it are refused.
+    @cvar maxMessageSize: the largest whole message that is buffered (not
+        streamed); bytes of an incomplete message beyond it are refused.
     """
 
     maxHeaderSize = 65536
@@ -390,14 +396,20 @@ class HTTPMessageReceiver(MessageFramer):
         self._state = HTTPMessageReceiver._readHead
         self._awaited = False
         self._stopped = False
+        # Whether the message being read is passed on as it arrives.
+        self._streaming = False
 
     def dataReceived(self, data):
         if self._stopped:
+            return
+        if self._streaming and not self._buffer and self._passThrough(data):
             return
         self._buffer += data
         try:
             while not self._stopped and self._state(self):
                 pass
+            if self._streaming and not self._stopped:
+                self._passOn()
             if not self._stopped:
                 if len(self._buffer) - self._start > self.maxMessageSize:
                     raise BadMessage(
@@ -417,6 +429,53 @@ class HTTPMessageReceiver(MessageFramer):
             self._checked = max(0, self._checked - self._start)
             self._start = 0
 
+    def _passThrough(self, data):
+        """
+        Nothing is buffered and C{data} is all body or chunk data of the
+        message being streamed: pass it on as it is, uncopied.
+
+        @return: whether it was.
+        """
+        state = self._state
+        if state is HTTPMessageReceiver._readUntilClose:
+            pass
+        elif (
+            state is HTTPMessageReceiver._readBody
+            or state is HTTPMessageReceiver._readChunkData
+        ) and len(data) < self._remaining:
+            self._remaining -= len(data)
+        else:
+            return False
+        self._deliverPart(data)
+        return True
+
+    def _passOn(self):
+        """
+        Pass on the bytes of the message being streamed that are held and
+        known to belong to it, and let go of them.
+        """
+        state = self._state
+        if state is HTTPMessageReceiver._readUntilClose:
+            end = self._pos = len(self._buffer)
+        elif state is HTTPMessageReceiver._readTrailers:
+            # Keep the CRLF that may begin the end of an empty trailer
+            # section.
+            end = self._pos - 2
+        else:
+            end = self._pos
+        if end > self._start:
+            with memoryview(self._buffer) as view:
+                part = bytes(view[self._start : end])
+            # While the part is delivered, buffered() counts what follows.
+            self._start = end
+            self._deliverPart(part)
+
+    def _deliverPart(self, part):
+        self.partFramed(part)
+        if self.transport is None or self.transport.disconnecting:
+            # Closed by the receiver, or under it: deliver nothing more.
+            self._stop()
+
     def connectionLost(self, reason=connectionDone):
         # Let go of the bytes of an incomplete message now, whatever still
         # refers to this framer (its session does).
@@ -425,6 +484,7 @@ class HTTPMessageReceiver(MessageFramer):
 
     def _stop(self):
         self._stopped = True
+        self._streaming = False
         self._buffer = bytearray()
         self._start = self._pos = self._scan = self._checked = 0
 
@@ -477,12 +537,16 @@ class HTTPMessageReceiver(MessageFramer):
             raise BadMessage(431, f"head larger than {self.maxHeaderSize} bytes")
         self._head, framing = self.headReceived(bytes(buffer[self._start : end]))
         self._pos = self._scan = self._checked = end
+        self._streaming = self.streams(self._head)
         if framing is CHUNKED:
             self._state = HTTPMessageReceiver._readChunkSize
         elif framing is UNTIL_CLOSE:
             self._state = HTTPMessageReceiver._readUntilClose
         else:
-            if end - self._start + framing > self.maxMessageSize:
+            if (
+                not self._streaming
+                and end - self._start + framing > self.maxMessageSize
+            ):
                 raise BadMessage(
                     413, f"message larger than {self.maxMessageSize} bytes"
                 )
@@ -493,6 +557,9 @@ class HTTPMessageReceiver(MessageFramer):
     def _readBody(self):
         end = self._pos + self._remaining
         if len(self._buffer) < end:
+            # What is here is body: read, though not yet passed on.
+            self._remaining = end - len(self._buffer)
+            self._pos = self._scan = len(self._buffer)
             return False
         self._complete(end)
         return True
@@ -523,20 +590,30 @@ class HTTPMessageReceiver(MessageFramer):
             self._checked = self._pos
             self._state = HTTPMessageReceiver._readTrailers
             return True
-        if self._pos + size + 2 - self._start > self.maxMessageSize:
+        if (
+            not self._streaming
+            and self._pos + size + 2 - self._start > self.maxMessageSize
+        ):
             raise BadMessage(413, f"message larger than {self.maxMessageSize} bytes")
         self._remaining = size
         self._state = HTTPMessageReceiver._readChunkData
         return True
 
     def _readChunkData(self):
-        end = self._pos + self._remaining
-        after = self._buffer[end : end + 2]
+        # The chunk's data is read as it comes, so that a streamed chunk of
+        # any size is passed on piece by piece; then its CRLF.
+        if self._remaining:
+            have = min(len(self._buffer) - self._pos, self._remaining)
+            self._pos = self._scan = self._pos + have
+            self._remaining -= have
+            if self._remaining:
+                return False
+        after = self._buffer[self._pos : self._pos + 2]
         if not b"\r\n".startswith(after):
             raise BadMessage(400, "chunk data not followed by CRLF")
         if len(after) < 2:
             return False
-        self._pos = self._scan = end + 2
+        self._pos = self._scan = self._pos + 2
         self._state = HTTPMessageReceiver._readChunkSize
         return True
 
@@ -570,12 +647,12 @@ class HTTPMessageReceiver(MessageFramer):
         self._head = None
         self._state = HTTPMessageReceiver._readHead
         self._awaited = False
+        self._streaming = False
         self.messageFramed(head, message)
         if self.transport is None or self.transport.disconnecting:
             # Closed by the hook, or under it: deliver nothing more.
             self._stop()
 
-    # For subclasses.
     # For subclasses.
 
     def headReceived(self, head):
@@ -588,14 +665,31 @@ class HTTPMessageReceiver(MessageFramer):
         """
         raise NotImplementedError()
 
+    def streams(self, head):
+        """
+        Whether the message whose head (a L{Head}) was just parsed is
+        passed on as it arrives (L{partFramed}, then L{messageFramed} with
+        the rest) rather than whole; if it is, C{maxMessageSize} does not
+        limit it. By default, no.
+        """
+        return False
+
     def bodyAwaited(self, head):
         """
         The head is here and at least part of the body is not.
         """
 
+    def partFramed(self, part):
+        """
+        C{part} (bytes, not empty) continues the message being streamed,
+        head first; L{messageFramed} brings the rest.
+        """
+        self.receiver.partReceived(part)
+
     def messageFramed(self, head, message):
         """
-        C{message} (bytes) is whole; C{head} is its parsed L{Head}.
+        C{message} (bytes) is whole, or, if it was streamed, its last piece
+        (which may be empty); C{head} is its parsed L{Head}.
         """
         raise NotImplementedError()
 
@@ -643,11 +737,19 @@ class HTTPResponseReceiver(HTTPMessageReceiver):
     Frames the target's responses to the request in flight.
 
     Interim (1xx) responses are passed to the receiver's C{partReceived},
-    except a C{100 Continue} to a request that said C{Expect: 100-continue}:
-    tcpmux has answered that one itself, and the target got the whole
-    request at once. When the final response means the connection closes,
-    the connection is taken out of service before the response is
-    delivered, so that no further request is written to it.
+    whole, one part each, except a C{100 Continue} to a request that said
+    C{Expect: 100-continue}: tcpmux has answered that one itself, and the
+    target got the whole request at once.
+
+    The final response is streamed: from its head on, at the end of each
+    read, what has arrived of it is passed to C{partReceived}, and the last
+    piece (maybe empty) to C{messageReceived}. A response that answers no
+    request is not streamed: it is buffered whole, up to
+    C{maxMessageSize}, for the receiver to refuse.
+
+    When the final response means the connection closes, the connection is
+    taken out of service before its last piece is delivered, so that no
+    further request is written to it.
     """
 
     log = Logger()
@@ -659,6 +761,9 @@ class HTTPResponseReceiver(HTTPMessageReceiver):
     def headReceived(self, head):
         parsed = parseResponseHead(head)
         return parsed, responseFraming(self._request, parsed)
+
+    def streams(self, head):
+        return head.status >= 200 and self._request is not None
 
     def messageFramed(self, head, message):
         request = self._request
@@ -722,12 +827,24 @@ class HTTP(ApplicationProtocol):
 
     def closesClient(self, request, response):
         """
-        When the request or the response says the connection closes, the
-        response runs to the close, or the response is one tcpmux answered
-        itself (502, 504).
+        When the request or the final response says the connection closes,
+        the response runs to the close, or the response is one tcpmux
+        answered itself (502, 504).
+
+        @param response: the answer, or its start: any interim (1xx)
+            responses, then the final one. Without a whole final head in
+            it, the client is closed, to be safe.
         """
+        start = 0
         try:
-            return connectionEnds(parseRequestHead(request), parseResponseHead(response))
+            while True:
+                end = response.find(b"\r\n\r\n", start)
+                if end < 0:
+                    return True
+                head = parseResponseHead(response[start : end + 4])
+                if head.status >= 200:
+                    return connectionEnds(parseRequestHead(request), head)
+                start = end + 4
         except BadMessage:
             return True
 

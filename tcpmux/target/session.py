@@ -86,6 +86,11 @@ class TargetSession:
         pending.callback(response)
 
     def partReceived(self, part):
+        if self.retired:
+            return
+        if self.pending is None:
+            self._retire("part of a response that answers no request")
+            return
         if self._partReceived is not None:
             self._partReceived(part)
 
