@@ -227,3 +227,10 @@ class ApplicationProtocol:
         A short summary of C{message} for verbose logs; the default is none.
         """
         return ""
+
+    def routingKey(self, request):
+        """
+        What C{--route} routes C{request} by (a Modbus unit id); L{None}
+        for protocols that cannot be routed (the default).
+        """
+        return None

@@ -193,6 +193,48 @@ class IApplicationProtocol(Interface):
         A short summary of C{message} for verbose logs.
         """
 
+    def routingKey(request):
+        """
+        What requests are routed to one of several targets by (a Modbus
+        unit id), or L{None} for a protocol that cannot be routed.
+        """
+
+
+class IRoundTrip(Interface):
+    """
+    One request on its way to an answer.
+    """
+
+    result = Attribute(
+        "A L{Deferred} that fires with the whole answer, or fails with a "
+        "L{tcpmux.errors.GatewayError}."
+    )
+
+    def withdraw():
+        """
+        Its client is gone: if the request has not gone to the target yet,
+        it never will.
+        """
+
+
+class IDispatcher(Interface):
+    """
+    What happens to a client's whole request: queued for a target (the
+    round-trip queue), or answered on the way by a gateway (a Modbus
+    read-only rule, a cache), or rewritten first (a unit id map).
+    Dispatchers wrap one another; the innermost is the queue of each target.
+    """
+
+    def dispatch(request, client, partReceived=None):
+        """
+        Start the round trip of C{request} from C{client} (its name, for
+        logs).
+
+        @param partReceived: called with each part of the answer that may be
+            passed on before it is whole.
+        @return: an L{IRoundTrip}.
+        """
+
 
 class ITarget(Interface):
     """

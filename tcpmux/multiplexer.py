@@ -11,6 +11,9 @@ their requests to one L{RoundTripQueue} in front of the L{ITarget}.
 
 from twisted.internet.protocol import ServerFactory
 
+from twisted.internet.defer import gatherResults
+
+from tcpmux.client.dispatch import Routes
 from tcpmux.client.queue import RoundTripQueue
 from tcpmux.client.registry import ClientRegistry
 from tcpmux.client.session import ClientSession
@@ -24,6 +27,12 @@ class Multiplexer(ServerFactory):
     @ivar application: the L{tcpmux.interfaces.IApplicationProtocol}.
     @ivar target: the L{tcpmux.interfaces.ITarget}.
     @ivar queue: the L{RoundTripQueue} in front of it.
+    @ivar routes: routing key (the application protocol's C{routingKey}:
+        a Modbus unit id) -> another L{tcpmux.interfaces.ITarget}, with a
+        queue of its own, so a slow target holds up no other.
+    @ivar dispatcher: where client requests go: the queues, wrapped by each
+        of C{gateways} in turn (callables taking the inner
+        L{tcpmux.interfaces.IDispatcher} and returning the outer one).
     @ivar clients: the L{ClientRegistry} of connected clients.
     @ivar maxQueue: whole requests one client may have waiting before
         tcpmux stops reading from it.
@@ -51,6 +60,8 @@ class Multiplexer(ServerFactory):
         clientTimeout=None,
         idleClose=None,
         clock=None,
+        routes=None,
+        gateways=(),
     ):
         if clock is None:
             from twisted.internet import reactor as clock
@@ -61,17 +72,36 @@ class Multiplexer(ServerFactory):
         self.maxClientBuffer = maxClientBuffer
         self.timeout = timeout
         self.clientTimeout = clientTimeout
-        self.queue = RoundTripQueue(
-            target, clock, timeout, verbose, application.describe
+        self.routes = dict(routes or {})
+        self.queue = self._queueFor(target, verbose)
+        self.queues = Routes(
+            self.queue,
+            {key: self._queueFor(routed, verbose) for key, routed in self.routes.items()},
+            application.routingKey,
         )
-        self.clients = ClientRegistry(target, clock, maxClients, idleClose)
+        self.dispatcher = self.queues
+        for gateway in gateways:
+            self.dispatcher = gateway(self.dispatcher)
+        self.clients = ClientRegistry(self.targets, clock, maxClients, idleClose)
+
+    def _queueFor(self, target, verbose):
+        return RoundTripQueue(
+            target, self.clock, self.timeout, verbose, self.application.describe
+        )
+
+    @property
+    def targets(self):
+        """
+        Every target: the default one first, then each routed one.
+        """
+        return [queue.target for queue in self.queues]
 
     def buildProtocol(self, addr):
         if not self.clients.admit(addr):
             return None
         session = ClientSession(
             self.application,
-            self.queue,
+            self.dispatcher,
             self.clients,
             self.clock,
             maxQueue=self.maxQueue,
@@ -84,30 +114,34 @@ class Multiplexer(ServerFactory):
 
     def start(self):
         """
-        Open the target connection now, eagerly, so that a device's one
+        Open the target connections now, eagerly, so that a device's one
         connection slot is held before the first client arrives.
         """
-        self.target.start()
+        for target in self.targets:
+            target.start()
         self.clients.start()
 
     def stop(self, timeout=None):
         """
         Finish (or fail, after C{timeout} seconds, by default the request
         timeout) the round trips in flight, fail what is queued, then close
-        the target connection and every client.
+        the target connections and every client.
 
         @return: a L{Deferred} that fires when all is closed.
         """
         if timeout is None:
             timeout = self.timeout or 60.0
-        stopped = self.queue.stop(timeout)
-        # Closing the target fails a round trip still in flight, so its
+        stopped = gatherResults([queue.stop(timeout) for queue in self.queues])
+        # Closing a target fails a round trip still in flight, so its
         # client gets its error before it is closed.
-        stopped.addCallback(lambda ignored: self.target.stop())
+        stopped.addCallback(
+            lambda ignored: gatherResults([target.stop() for target in self.targets])
+        )
         stopped.addCallback(lambda ignored: self.clients.closeAll(timeout))
 
         def flush(result):
-            self.queue.flushLogs()
+            for queue in self.queues:
+                queue.flushLogs()
             return result
 
         return stopped.addBoth(flush)

@@ -12,8 +12,9 @@ from tcpmux.client.session import formatAddress
 class ClientRegistry:
     """
     Who is connected to one listener: admits at most C{maxClients}, logs
-    arrivals and departures, releases the target connection when nobody has
-    been connected for C{idleClose} seconds (and re-opens it for the next
+    arrivals and departures, releases the target connections (of
+    C{targets}, a list of L{tcpmux.interfaces.ITarget}) when nobody has
+    been connected for C{idleClose} seconds (and re-opens them for the next
     client), and closes everyone when tcpmux stops.
 
     Iterating over it gives the connected L{ClientSession}s.
@@ -21,8 +22,8 @@ class ClientRegistry:
 
     log = Logger()
 
-    def __init__(self, target, clock, maxClients=1024, idleClose=None):
-        self.target = target
+    def __init__(self, targets, clock, maxClients=1024, idleClose=None):
+        self.targets = targets
         self.clock = clock
         self.maxClients = maxClients
         self.idleClose = idleClose
@@ -73,7 +74,8 @@ class ClientRegistry:
         if self._released and not self.stopping:
             # --idle-close released it: open it again now.
             self._released = False
-            self.target.start()
+            for target in self.targets:
+                target.start()
 
     def remove(self, session):
         self._clients.discard(session)
@@ -109,9 +111,10 @@ class ClientRegistry:
             "No client for {idle}s: releasing the connection to target "
             "{target} (--idle-close)",
             idle=self.idleClose,
-            target=self.target.name,
+            target=", ".join(target.name for target in self.targets),
         )
-        self.target.release()
+        for target in self.targets:
+            target.release()
 
     def closeAll(self, timeout):
         """

@@ -60,8 +60,10 @@ class ClientSession(TimeoutMixin):
     A client that shuts down its sending side (a TCP half-close) gets the
     answers to the whole requests it sent, then is closed.
 
-    @ivar trip: the L{tcpmux.client.queue.RoundTrip} of this client's
-        request now queued or in flight, or L{None}.
+    @ivar dispatcher: the L{tcpmux.interfaces.IDispatcher} its requests go
+        to.
+    @ivar trip: the L{tcpmux.interfaces.IRoundTrip} of this client's request
+        now queued or in flight, or L{None}.
     """
 
     log = Logger()
@@ -84,7 +86,7 @@ class ClientSession(TimeoutMixin):
     def __init__(
         self,
         application,
-        queue,
+        dispatcher,
         registry,
         clock,
         maxQueue=32,
@@ -92,7 +94,7 @@ class ClientSession(TimeoutMixin):
         clientTimeout=None,
     ):
         self.application = application
-        self.queue = queue
+        self.dispatcher = dispatcher
         self.registry = registry
         self.maxQueue = maxQueue
         self.maxBuffer = maxBuffer
@@ -190,7 +192,9 @@ class ClientSession(TimeoutMixin):
             # Waiting for an answer is not idleness.
             self.setTimeout(None)
         self._answerStart = b""
-        self.trip = trip = self.queue.submit(request, self.peer, self._partReceived)
+        self.trip = trip = self.dispatcher.dispatch(
+            request, self.peer, self._partReceived
+        )
         trip.result.addBoth(self._answered, request)
 
     def _partReceived(self, part):
