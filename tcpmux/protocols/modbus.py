@@ -20,6 +20,7 @@ from zope.interface import implementer
 from tcpmux.errors import TargetUnavailable
 from tcpmux.framing import ApplicationProtocol, BadFrame, FrameReceiver
 from tcpmux.interfaces import IPipelining
+from tcpmux.gateway.adu import ModbusTCPFrames
 
 HEADER_SIZE = 6  # transaction id, protocol id, length; the unit id is counted in length
 MIN_LENGTH = 2  # unit id + function code
@@ -127,6 +128,14 @@ class Modbus(ApplicationProtocol):
     requestFramer = ModbusTCPReceiver
     responseFramer = ModbusTCPReceiver
     pipelining = TransactionIds(ModbusTCPReceiver)
+
+    frames = ModbusTCPFrames()
+
+    def routingKey(self, request):
+        """
+        The unit id (C{--route}).
+        """
+        return self.frames.unit(request)
 
     def errorResponse(self, request, error):
         return exceptionResponse(request, gatewayExceptionCode(error))

@@ -29,6 +29,7 @@ from tcpmux.protocols.modbus import (
     exceptionResponse,
     gatewayExceptionCode,
 )
+from tcpmux.gateway.adu import RTUOverTCPFrames
 
 MIN_LENGTH = 4  # unit id + function code + CRC
 MAX_LENGTH = 256  # unit id + the largest PDU (253 bytes) + CRC
@@ -71,6 +72,14 @@ class ModbusRTUOverTCP(ApplicationProtocol):
     # The CRC covers the unit id and the PDU, not the MBAP header, so ids
     # are rewritten as for Modbus TCP.
     pipelining = TransactionIds(ModbusRTUOverTCPReceiver)
+
+    frames = RTUOverTCPFrames()
+
+    def routingKey(self, request):
+        """
+        The unit id (C{--route}).
+        """
+        return self.frames.unit(request)
 
     def errorResponse(self, request, error):
         return exceptionFrame(request, gatewayExceptionCode(error))

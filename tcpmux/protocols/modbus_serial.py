@@ -47,6 +47,7 @@ from twisted.logger import Logger
 from tcpmux.framing import ApplicationProtocol, BadFrame, FrameReceiver
 from tcpmux.protocols.crc import checkCRC, crcBytes, withCRC
 from tcpmux.protocols.modbus import gatewayExceptionCode
+from tcpmux.gateway.adu import SerialFrames
 
 MAX_FRAME = 256
 EXCEPTION_FRAME = 5  # address, function code | 0x80, exception code, CRC
@@ -253,6 +254,14 @@ class ModbusSerial(ApplicationProtocol):
     description = "raw Modbus RTU frames (address, PDU, CRC-16) over TCP"
     requestFramer = RTURequestReceiver
     responseFramer = RTUResponseReceiver
+
+    frames = SerialFrames()
+
+    def routingKey(self, request):
+        """
+        The unit id (C{--route}).
+        """
+        return self.frames.unit(request)
 
     def errorResponse(self, request, error):
         return exceptionFrame(request, gatewayExceptionCode(error))
