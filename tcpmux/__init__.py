@@ -9,3 +9,17 @@ whole response goes back to the client that asked.
 """
 
 __version__ = "0.1.0"
+
+
+def versions():
+    """
+    tcpmux's version, with Twisted's and Python's, as one line.
+    """
+    import platform
+
+    import twisted
+
+    return (
+        f"tcpmux {__version__} (Twisted {twisted.__version__}, "
+        f"Python {platform.python_version()})"
+    )

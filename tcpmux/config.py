@@ -85,17 +85,71 @@ def listenDescription(text):
     return text
 
 
+def _fields(description):
+    """
+    The endpoint type (lower case), positional and keyword arguments of an
+    endpoint description, split on its unescaped colons: enough to find
+    its host and port.
+    """
+    kind, *fields = re.split(r"(?<!\\):", description)
+    args, kwargs = [], {}
+    for field in fields:
+        name, equals, value = field.partition("=")
+        if equals:
+            kwargs[name] = value
+        else:
+            args.append(field)
+    return kind.strip().lower(), args, kwargs
+
+
+def _portProblem(text, lowest):
+    """
+    What is wrong with the port C{text}, in the user's terms, or L{None}.
+    """
+    text = str(text).strip()
+    if not re.fullmatch(r"[+-]?\d+", text):
+        return f"port must be a number, not {text!r}"
+    if not lowest <= int(text) <= 65535:
+        return f"port must be {lowest}..65535, not {int(text)}"
+    return None
+
+
+# Endpoint types whose description names a TCP port.
+_TCP_SERVERS = ("tcp", "tcp6", "ssl")
+_TCP_CLIENTS = ("tcp", "ssl", "tls")
+
+
 def listenEndpoint(reactor, text):
     """
     The server endpoint for C{--listen}.
 
-    @raise ValueError: if C{text} is not a valid endpoint description.
+    @raise ValueError: if C{text} is not a valid endpoint description, or
+        names a TCP port outside 0..65535.
     """
     description = listenDescription(text)
+    if re.fullmatch(r"\s*[+-]\d+\s*", str(text)):
+        description = f"tcp:{str(text).strip()}"
+    kind, args, kwargs = _fields(description)
+    if kind in _TCP_SERVERS:
+        port = kwargs.get("port", args[0] if args else None)
+        if port is None:
+            raise ValueError(f"bad listen address {text!r}: {kind}: needs a port")
+        problem = _portProblem(port, 0)
+        if problem is not None:
+            raise ValueError(f"bad listen address {text!r}: {problem}")
     try:
         return serverFromString(reactor, description)
     except Exception as e:
-        raise ValueError(f"bad listen address {text!r}: {e}") from None
+        raise ValueError(
+            f"bad listen address {text!r}: use a port number or a Twisted "
+            f"server endpoint string such as tcp:5020:interface=127.0.0.1 ({e})"
+        ) from None
+
+
+_LOOKS_LIKE_HOST_PORT = re.compile(r"^(?:\[[^\]]*\]|[^:\[\]=]+):[^:=]*$")
+_MISSING_ARGUMENTS = re.compile(
+    r"missing \d+ required (?:positional |keyword-only )?arguments?: (.+)$"
+)
 
 
 def targetEndpoint(reactor, text, timeout):
@@ -107,15 +161,17 @@ def targetEndpoint(reactor, text, timeout):
     C{host:port} with a host name resolves it and tries IPv4 and IPv6
     addresses (L{HostnameEndpoint}); with an address, it connects to it.
 
-    @raise ValueError: if C{text} is none of these.
+    @raise ValueError: if C{text} is none of these; its message says what
+        is wrong in the user's terms.
     """
     text = str(text).strip()
     match = _HOST_PORT.match(text)
     if match is not None:
         host = match.group("v6") or match.group("host")
+        problem = _portProblem(match.group("port"), 1)
+        if problem is not None:
+            raise ValueError(f"bad target {text!r}: {problem}")
         port = int(match.group("port"))
-        if not 0 < port < 65536:
-            raise ValueError(f"bad target {text!r}: port {port} is out of range")
         # An address needs no resolution: a TCP endpoint reports a refusal
         # at once, where HostnameEndpoint reports it only at its next
         # attempt interval (0.3 s), which would delay recovery.
@@ -124,10 +180,50 @@ def targetEndpoint(reactor, text, timeout):
         if isIPv6Address(host):
             return TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
         return HostnameEndpoint(reactor, host, port, timeout=timeout)
+    kind, args, kwargs = _fields(text)
+    if kind in _TCP_CLIENTS and args + list(kwargs):
+        # host and port, each positional or named (as Twisted's parsers
+        # take them).
+        host, port = kwargs.get("host"), kwargs.get("port")
+        if host is None and args:
+            host, args = args[0], args[1:]
+        if port is None and args:
+            port = args[0]
+        missing = [
+            name + "=" for name, value in (("host", host), ("port", port)) if not value
+        ]
+        if missing:
+            raise ValueError(
+                f"bad target {text!r}: {kind}: endpoint needs {' and '.join(missing)} "
+                f"({kind}:host=HOST:port=PORT)"
+            )
+        problem = _portProblem(port, 1)
+        if problem is not None:
+            raise ValueError(f"bad target {text!r}: {problem}")
     try:
         return clientFromString(reactor, text)
     except Exception as e:
-        raise ValueError(
-            f"bad target {text!r}: use host:port, [v6addr]:port or a Twisted "
-            f"client endpoint string ({e})"
-        ) from None
+        raise ValueError(f"bad target {text!r}: {_targetProblem(text, kind, e)}") from None
+
+
+def _targetProblem(text, kind, error):
+    """
+    Why Twisted could not make a client endpoint of C{text}, in the user's
+    terms.
+    """
+    if not text:
+        return "use host:port, such as 192.0.2.10:502"
+    if ":" not in text:
+        return f"no port: use host:port, such as {text}:502"
+    if _LOOKS_LIKE_HOST_PORT.match(text):
+        # host:port whose port is not a number (and whose host is no
+        # endpoint type).
+        return _portProblem(text.rsplit(":", 1)[1], 1)
+    missing = _MISSING_ARGUMENTS.search(str(error))
+    if isinstance(error, TypeError) and missing is not None:
+        names = re.findall(r"'([^']+)'", missing.group(1))
+        return f"{kind}: endpoint needs {' and '.join(name + '=' for name in names)}"
+    return (
+        "use host:port, [v6addr]:port or a Twisted client endpoint string "
+        f"such as tcp:host=10.0.0.5:port=502 ({error})"
+    )

@@ -4,11 +4,22 @@ One listener -> target pair as a Twisted service.
 """
 
 import signal
+from contextlib import contextmanager
 
 from twisted.application import strports
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import maybeDeferred
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
+
+from tcpmux import versions
+
+
+class CannotListen(Exception):
+    """
+    The listener could not start: the address is in use, the port needs
+    privileges, the socket's directory does not exist, ...
+    """
 
 
 class MultiplexerService(MultiService):
@@ -27,25 +38,70 @@ class MultiplexerService(MultiService):
         exit status is ours: twistd re-raises the signal after shutting
         down, so the process would end "killed by SIGTERM", status 143,
         which service managers report as a failure.)
+    @param exitOnListenFailure: when the listener cannot start, end the
+        process with a one-line message (L{SystemExit}) rather than raise
+        L{CannotListen}. For C{twistd -n}, which would print a traceback;
+        not when daemonized, where twistd reports an exception to the
+        launching process (which then exits 1) but would wait forever
+        after a L{SystemExit}.
     """
 
     log = Logger()
 
-    def __init__(self, listen, multiplexer, clock=None, exitCleanlyOnSIGTERM=False):
+    def __init__(
+        self,
+        listen,
+        multiplexer,
+        clock=None,
+        exitCleanlyOnSIGTERM=False,
+        exitOnListenFailure=False,
+    ):
         MultiService.__init__(self)
         if clock is None:
             from twisted.internet import reactor as clock
         self.clock = clock
         self.exitCleanlyOnSIGTERM = exitCleanlyOnSIGTERM
+        self.exitOnListenFailure = exitOnListenFailure
         self.multiplexer = multiplexer
+        self.listen = listen
         self.listener = strports.service(listen, multiplexer)
         self.listener.setServiceParent(self)
 
+    @contextmanager
+    def _listening(self):
+        """
+        Say in one line why the listener could not start.
+        """
+        try:
+            yield
+        except CannotListenError as e:
+            reason = e.socketError
+            if isinstance(reason, OSError) and reason.strerror:
+                reason = reason.strerror.lower()
+            message = f"cannot listen on {self.listen}: {reason}"
+            if self.exitOnListenFailure:
+                raise SystemExit(message) from None
+            raise CannotListen(message) from None
+
+    def privilegedStartService(self):
+        # twistd listens here, before it sheds privileges.
+        with self._listening():
+            MultiService.privilegedStartService(self)
+
     def startService(self):
+        self.log.info(
+            "{versions} starting: protocol {protocol}, listening on {listen}, "
+            "target {target}",
+            versions=versions(),
+            protocol=self.multiplexer.application.name,
+            listen=self.listen,
+            target=self.multiplexer.target.name,
+        )
         # Connect to the target first, so the device's one slot is held
         # before the first client arrives.
         self.multiplexer.start()
-        MultiService.startService(self)
+        with self._listening():
+            MultiService.startService(self)
         if self.exitCleanlyOnSIGTERM:
             # After the reactor has installed its own handlers.
             self.clock.callWhenRunning(self._handleSIGTERM)

@@ -13,7 +13,12 @@ from twisted.internet.testing import MemoryReactor
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from tcpmux.config import listenDescription, parseDuration, targetEndpoint
+from tcpmux.config import (
+    listenDescription,
+    listenEndpoint,
+    parseDuration,
+    targetEndpoint,
+)
 from tcpmux.tap import Options, makeService
 
 
@@ -67,6 +72,47 @@ class AddressTests(SynchronousTestCase):
         for text in ("inverter.lan", "host:99999", "nonsense:foo=bar"):
             self.assertRaises(ValueError, targetEndpoint, MemoryReactor(), text, 5)
 
+    def assertTargetError(self, text, message):
+        error = self.assertRaises(ValueError, targetEndpoint, MemoryReactor(), text, 5)
+        self.assertIn(message, str(error))
+        self.assertIn(f"bad target {text!r}", str(error))
+
+    def test_errorsInTheUsersTerms(self):
+        """
+        A bad target is explained in what the user wrote, not in the words
+        of the Twisted call that failed.
+        """
+        self.assertTargetError("localhost:notaport", "port must be a number")
+        self.assertTargetError("[::1]:x", "port must be a number")
+        self.assertTargetError("host:99999", "port must be 1..65535")
+        self.assertTargetError("host:0", "port must be 1..65535")
+        self.assertTargetError("inverter.lan", "use host:port")
+        self.assertTargetError("tcp:host=x", "tcp: endpoint needs port=")
+        self.assertTargetError("tcp:port=502", "tcp: endpoint needs host=")
+        self.assertTargetError("tcp:host=x:port=99999", "port must be 1..65535")
+        self.assertTargetError("tcp:x:abc", "port must be a number")
+        self.assertTargetError("nonsense:foo=bar", "Unknown endpoint type")
+
+    def test_endpointStringPortsAccepted(self):
+        for text in ("tcp:host=x:port=502", "tcp:x:502", "tcp:host=x:502"):
+            self.assertIsInstance(
+                targetEndpoint(MemoryReactor(), text, 5), TCP4ClientEndpoint
+            )
+
+    def test_listenPortRange(self):
+        """
+        A listen port outside 0..65535 is refused when the options are
+        checked, as the target's is (not by bind(), with a traceback).
+        """
+        for text in ("99999", "tcp:99999", "-1", "tcp:interface=127.0.0.1:port=70000"):
+            error = self.assertRaises(ValueError, listenEndpoint, MemoryReactor(), text)
+            self.assertIn("port must be 0..65535", str(error))
+        error = self.assertRaises(ValueError, listenEndpoint, MemoryReactor(), "tcp:abc")
+        self.assertIn("port must be a number", str(error))
+        for text in ("0", "65535", "tcp:5020:interface=127.0.0.1"):
+            listenEndpoint(MemoryReactor(), text)
+        listenEndpoint(MemoryReactor(), r"tcp6:5020:interface=\:\:1")
+
 
 class OptionsTests(SynchronousTestCase):
     def parse(self, *args):
@@ -75,13 +121,93 @@ class OptionsTests(SynchronousTestCase):
         return options
 
     def test_defaults(self):
-        options = self.parse()
+        options = self.parse("-t", "192.0.2.10:502")
         self.assertEqual(options["protocol"], "echo")
         self.assertEqual(options["listen"], "8000")
-        self.assertEqual(options["target"], "127.0.0.1:1234")
         self.assertEqual(options["timeout"], 60.0)
         self.assertEqual(options["delay"], 0.0)
         self.assertEqual(options["retry-delay"], 1.0)
+        self.assertEqual(options["max-retry-delay"], 30.0)
+        self.assertEqual(options["max-queue"], 32)
+        self.assertEqual(options["max-client-buffer"], 4 * 1024 * 1024)
+        self.assertEqual(options["client-timeout"], 0.0)
+
+    def test_targetRequired(self):
+        """
+        There is no default target: without one, a usage error names
+        --target.
+        """
+        error = self.assertRaises(usage.UsageError, self.parse)
+        self.assertIn("--target is required", str(error))
+        error = self.assertRaises(usage.UsageError, self.parse, "-p", "modbus")
+        self.assertIn("--target is required", str(error))
+
+    def assertUsageError(self, message, *args):
+        error = self.assertRaises(
+            usage.UsageError, self.parse, "-t", "192.0.2.10:502", *args
+        )
+        self.assertIn(message, str(error))
+        return str(error)
+
+    def test_durationsNamed(self):
+        """
+        A bad duration is a usage error that names its option and says what
+        it must be.
+        """
+        positive = "must be a positive duration"
+        self.assertUsageError("--timeout " + positive, "--timeout", "-1")
+        self.assertUsageError("--timeout " + positive, "--timeout", "0")
+        self.assertUsageError("--retry-delay " + positive, "--retry-delay", "0")
+        error = self.assertUsageError(
+            "--delay must be 0 or a positive duration", "--delay", "soon"
+        )
+        self.assertIn("'soon'", error)
+        self.assertUsageError(
+            "--idle-close must be 0 or a positive duration", "--idle-close", "-5s"
+        )
+        self.assertEqual(self.parse("-t", "192.0.2.10:502", "--delay", "0")["delay"], 0.0)
+
+    def test_countsAndSizesNamed(self):
+        self.assertUsageError(
+            "--max-queue must be a whole number of 1 or more", "--max-queue", "0"
+        )
+        self.assertUsageError(
+            "--connections must be a whole number", "--connections", "two"
+        )
+        self.assertUsageError(
+            "--max-client-buffer must be a size", "--max-client-buffer", "lots"
+        )
+
+    def test_usageAfterAnErrorIsShort(self):
+        """
+        After a usage error, twistd prints tcpmux's usage above the error:
+        a pointer to --help rather than every option.
+        """
+        options = Options()
+        self.assertIn("--max-queue", options.getUsage())
+        self.assertRaises(usage.UsageError, options.parseOptions, [])
+        self.assertEqual(
+            options.getUsage(), "Run 'twistd tcpmux --help' for tcpmux's options.\n"
+        )
+
+    def test_version(self):
+        """
+        C{--version} prints tcpmux's version and Twisted's, and exits 0.
+        """
+        import io
+        import sys
+
+        import twisted
+
+        from tcpmux import __version__
+
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        error = self.assertRaises(SystemExit, self.parse, "--version")
+        self.assertEqual(error.code, 0)
+        self.assertIn(
+            f"tcpmux {__version__} (Twisted {twisted.__version__}", out.getvalue()
+        )
 
     def test_shortOptionsAndDurations(self):
         options = self.parse(
@@ -113,15 +239,15 @@ class OptionsTests(SynchronousTestCase):
         self.assertIn("modbus", str(error))
 
     def test_badDuration(self):
-        self.assertRaises(usage.UsageError, self.parse, "--timeout", "soon")
+        self.assertUsageError("--timeout must be", "--timeout", "soon")
 
     def test_badTarget(self):
         error = self.assertRaises(usage.UsageError, self.parse, "-t", "nohostport")
         self.assertIn("bad target", str(error))
 
     def test_badListen(self):
-        error = self.assertRaises(usage.UsageError, self.parse, "-l", "bogus:1")
-        self.assertIn("bad listen address", str(error))
+        self.assertUsageError("bad listen address", "-l", "bogus:1")
+        self.assertUsageError("port must be 0..65535", "-l", "99999")
 
     def test_listProtocols(self):
         """

@@ -17,6 +17,10 @@ from twisted.python.failure import Failure
 from tcpmux.errors import GatewayError, TargetTimeout, TargetUnavailable
 from tcpmux.logs import RepeatedWarnings
 
+# How many bytes of each message -v dumps: enough for every header tcpmux
+# frames, and a log line stays short whatever the message's size.
+DUMP_BYTES = 64
+
 
 class RoundTrip:
     """
@@ -110,9 +114,9 @@ class RoundTripQueue:
                         result, timeout, trip
                     ),
                 )
-        trip.result.addCallbacks(
-            self._answered, self._failed, callbackArgs=(trip,), errbackArgs=(trip,)
-        )
+        if self.verbose:
+            trip.result.addCallback(self._answered, trip)
+        trip.result.addErrback(self._failed, trip)
         return trip
 
     def _send(self, trip):
@@ -183,6 +187,9 @@ class RoundTripQueue:
         timing = ""
         if trip is not None and trip.sent:
             timing = f" after {1000 * (self.clock.seconds() - trip.sentAt):.1f} ms"
+        shown = bytes(message[:DUMP_BYTES]).hex(" ")
+        if len(message) > DUMP_BYTES:
+            shown += f" ... ({len(message) - DUMP_BYTES} more bytes)"
         self.log.debug(
             "{what} {client}{timing}: {size} bytes {summary} {hex}",
             what=what,
@@ -190,7 +197,7 @@ class RoundTripQueue:
             timing=timing,
             size=len(message),
             summary=self.describe(message) if self.describe else "",
-            hex=message.hex(" "),
+            hex=shown,
         )
 
     def stop(self, timeout):

@@ -26,6 +26,11 @@ from tcpmux.target.session import TargetSession
 # written comes (see TargetClientFactory.roundTrip).
 LATE = 0.1
 
+# A connection the target closes within this many seconds of accepting it
+# (after --delay), having answered nothing, was a failed attempt: a device
+# whose only connection is taken accepts and closes at once.
+CLOSED_AT_ONCE = 1.0
+
 
 @implementer(ITarget)
 class TargetClientFactory(ReconnectingClientFactory):
@@ -84,7 +89,15 @@ class TargetClientFactory(ReconnectingClientFactory):
         self._readyCall = None
         # Set when we closed the connection on purpose: reconnect at once.
         self._renewing = False
-        self._lastFailure = None  # (clock time, reason)
+        # (clock time, reason, seconds during which a request fails at
+        # once rather than make an attempt)
+        self._lastFailure = None
+        self._connectedAt = None
+        # Whether the current connection answered anything.
+        self._answered = False
+        # Connections in a row the target closed at once, answering nothing.
+        self._closedAtOnce = 0
+        self._earlyClose = None
         self._waiting = deque()
         self._stopped = None
         self._released = False
@@ -114,6 +127,7 @@ class TargetClientFactory(ReconnectingClientFactory):
         if self.session is None and not self._connecting:
             self.resetDelay()
             self._lastFailure = None
+            self._closedAtOnce = 0
             self._connectNow()
 
     def release(self):
@@ -194,7 +208,25 @@ class TargetClientFactory(ReconnectingClientFactory):
         tooLate = self._tooLate(deadline)
         if tooLate is not None:
             return tooLate
-        return connection.roundTrip(request, partReceived)
+        if partReceived is not None:
+            received = partReceived
+
+            def partReceived(part):
+                self._answeredOn(None, connection)
+                received(part)
+
+        result = connection.roundTrip(request, partReceived)
+        return result.addCallback(self._answeredOn, connection)
+
+    def _answeredOn(self, result, session):
+        """
+        C{session}'s connection answered something: it was no failed
+        attempt, whenever it closes. Passes C{result} on.
+        """
+        if session is self.session:
+            self._answered = True
+            self._closedAtOnce = 0
+        return result
 
     def _tooLate(self, deadline):
         """
@@ -223,8 +255,8 @@ class TargetClientFactory(ReconnectingClientFactory):
                 return fail(TargetUnavailable("tcpmux is stopping"))
         if not self._connecting and self.session is None:
             if self._lastFailure is not None:
-                failedAt, reason = self._lastFailure
-                if self.clock.seconds() - failedAt < self.initialDelay:
+                failedAt, reason, window = self._lastFailure
+                if self.clock.seconds() - failedAt < window:
                     return fail(TargetUnavailable(reason))
             self._connectNow()
         waiter = Deferred(canceller=self._giveUpWaiting)
@@ -269,7 +301,10 @@ class TargetClientFactory(ReconnectingClientFactory):
         self._connecting = False
         self.session = session
         self._lastFailure = None
-        self.resetDelay()
+        self._connectedAt = self.clock.seconds()
+        self._answered = False
+        # The back-off starts over once the connection proves itself (see
+        # targetLost), not yet: a device may accept and close at once.
         self.warnings.info(
             "connected", "Connected to target {target}", target=self.name
         )
@@ -299,6 +334,30 @@ class TargetClientFactory(ReconnectingClientFactory):
         if self._released:
             self.log.info("Closed the connection to target {target}", target=self.name)
             return
+        if (
+            not self._answered
+            and not self._renewing
+            and self.clock.seconds() - self._connectedAt
+            < self.readyDelay + CLOSED_AT_ONCE
+        ):
+            # Closed at once, answering nothing. Once could be a crash;
+            # again, most likely a device whose only connection someone
+            # else holds.
+            self._closedAtOnce += 1
+            if self._closedAtOnce > 1:
+                self._earlyClose = (
+                    f"target {self.name} closed the connection right after "
+                    "accepting it"
+                )
+                self.warnings.warn(
+                    "closed at once",
+                    "{why}; another client may hold its only connection",
+                    why=self._earlyClose,
+                )
+                self.connector.connectionLost(reason)
+                return
+        else:
+            self._closedAtOnce = 0
         self.warnings.info(
             ("lost", reason.getErrorMessage()),
             "Lost the connection to target {target}: {reason}",
@@ -324,7 +383,7 @@ class TargetClientFactory(ReconnectingClientFactory):
         why = "cannot connect to target {}: {}".format(
             self.name, reason.getErrorMessage()
         )
-        self._lastFailure = (self.clock.seconds(), why)
+        self._lastFailure = (self.clock.seconds(), why, self.initialDelay)
         if not self.continueTrying:
             return
         self.warnings.warn(("refused", why), "{why}", why=why)
@@ -332,8 +391,22 @@ class TargetClientFactory(ReconnectingClientFactory):
         ReconnectingClientFactory.clientConnectionFailed(self, connector, reason)
 
     def clientConnectionLost(self, connector, reason):
+        earlyClose, self._earlyClose = self._earlyClose, None
         if not self.continueTrying:
             return
+        if earlyClose is not None:
+            # Closed at once again: a failed attempt. The back-off grows,
+            # and until the next attempt requests fail at once rather than
+            # make their own, so that clients polling a device whose one
+            # connection is taken do not make it accept and close every
+            # --retry-delay.
+            self._failWaiting(earlyClose)
+            ReconnectingClientFactory.clientConnectionFailed(self, connector, reason)
+            self._lastFailure = (self.clock.seconds(), earlyClose, self.delay)
+            return
+        if not self._closedAtOnce:
+            # The connection served: the back-off starts over.
+            self.resetDelay()
         if self._waiting or self._renewing:
             # Somebody is waiting, or we closed it on purpose: no back-off.
             self._renewing = False
