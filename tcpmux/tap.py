@@ -21,6 +21,8 @@ from tcpmux.multiplexer import Multiplexer
 from tcpmux.service import MultiplexerService
 from tcpmux.target.factory import TargetClientFactory
 from tcpmux.target.pool import TargetPool
+from tcpmux.target.wrapper import SpacedTarget
+from tcpmux.gateway import modbus as gateway
 
 
 class Options(usage.Options):
@@ -83,6 +85,32 @@ class Options(usage.Options):
          "Close the target connection once no client has been connected "
          "this long, and re-open it when one connects (0: keep it open; it "
          "is opened at start either way)."],
+        ["request-gap", None, 0.0,
+         "Leave at least this long between the end of one answer and the "
+         "next request written to a target, for all clients together "
+         "(devices that drop requests sent too soon; 0: no gap)."],
+        ["unit-map", None, None,
+         "Modbus: CLIENT=DEVICE[,CLIENT=DEVICE...]: a request for unit "
+         "CLIENT goes to the device as unit DEVICE, and its answer comes "
+         "back as CLIENT (1=0: clients ask for 1, the device is 0). Other "
+         "units pass unchanged; --route and --read-only use the client's "
+         "unit."],
+        ["read-only", None, "off",
+         "Modbus: off, deny or ignore. deny answers every write (function "
+         "codes 5, 6, 15, 16, 21, 22, 23) with exception 0x01; ignore "
+         "answers 5, 6, 15 and 16 as the device would have, and denies the "
+         "others. No write reaches the device. deny:1,2 or ignore:1,2: for "
+         "those client unit ids only."],
+        ["retries", None, 0,
+         "Modbus: send a read (function codes 1-4) again, up to this many "
+         "times, when an attempt gets no answer within --attempt-timeout, "
+         "loses its connection, gets a bad frame or CRC, or exception 0x06 "
+         "(device busy), while --timeout allows. Writes and vendor function "
+         "codes are never sent twice."],
+        ["attempt-timeout", None, None,
+         "Modbus, with --retries: how long one attempt of a read may take "
+         "before it is abandoned (the connection renewed) and sent again "
+         "(default: --timeout, so only fast failures are retried)."],
     ]
 
     optFlags = [
@@ -101,6 +129,7 @@ class Options(usage.Options):
         "max-retry-delay": False,
         "client-timeout": True,
         "idle-close": True,
+        "request-gap": True,
     }
     _counts = ("max-queue", "max-clients", "connections", "pipeline")
     _sizes = ("max-client-buffer",)
@@ -148,6 +177,20 @@ class Options(usage.Options):
             print(f"{name:15} {protocols.get(name).description}")
         sys.exit(0)
 
+    def opt_route(self, route):
+        """
+        Modbus: UNIT=TARGET (repeatable): requests for unit UNIT (as the
+        client writes it) go to TARGET (host:port or an endpoint string),
+        over that target's own connection(s) and queue, so that a slow or
+        dead device holds up no other; other units go to --target.
+        --connections, --pipeline, --delay, --request-gap, --retries and
+        --unit-map apply to each target.
+        """
+        self.setdefault("route", []).append(route)
+
+    # (--help shows a docstring as it is written.)
+    opt_route.__doc__ = " ".join(opt_route.__doc__.split())
+
     def postOptions(self):
         from twisted.internet import reactor
 
@@ -171,6 +214,90 @@ class Options(usage.Options):
             targetEndpoint(reactor, self["target"], self["timeout"])
         except ValueError as e:
             raise usage.UsageError(str(e))
+        self._checkGateway(application, reactor)
+
+    def _checkGateway(self, application, reactor):
+        """
+        The Modbus gateway's options (L{tcpmux.gateway.modbus}), checked and
+        converted: C{unit-map} a dict, C{route} a dict of unit -> target,
+        C{read-only} a (mode, units or None) pair, C{retries} a number,
+        C{attempt-timeout} seconds. A mistake is a usage error that names
+        the option.
+        """
+
+        def parsed(name, parse, value):
+            try:
+                return parse(value)
+            except ValueError as e:
+                raise usage.UsageError(f"--{name}: {e}") from None
+
+        unitMap = {}
+        if self["unit-map"] is not None:
+            unitMap = parsed("unit-map", gateway.parseUnitMap, self["unit-map"])
+        routes = {}
+        for text in self.get("route") or ():
+            unit, target = parsed("route", gateway.parseRoute, text)
+            if unit in routes:
+                raise usage.UsageError(f"--route: unit {unit} is routed twice")
+            try:
+                targetEndpoint(reactor, target, self["timeout"])
+            except ValueError as e:
+                raise usage.UsageError(f"--route {text}: {e}") from None
+            routes[unit] = target
+        readOnly = parsed("read-only", gateway.parseReadOnly, self["read-only"])
+        retries = parsed("retries", gateway.parseRetries, self["retries"])
+        attemptTimeout = self["attempt-timeout"]
+        if attemptTimeout is not None:
+            try:
+                attemptTimeout = parseDuration(attemptTimeout)
+            except ValueError:
+                attemptTimeout = 0
+            if not attemptTimeout:
+                raise usage.UsageError(
+                    f"--attempt-timeout must be a positive duration: seconds, or "
+                    f"a number with ms, s, m or h (500ms, 2s), not "
+                    f"{self['attempt-timeout']!r}"
+                )
+            if not retries:
+                raise usage.UsageError(
+                    "--attempt-timeout is the time of one attempt of a read: "
+                    "it needs --retries 1 or more"
+                )
+            if attemptTimeout > self["timeout"]:
+                raise usage.UsageError(
+                    f"--attempt-timeout ({attemptTimeout:g}s) must not be longer "
+                    f"than --timeout ({self['timeout']:g}s), which ends every attempt"
+                )
+        used = [
+            name
+            for name, value in (
+                ("unit-map", unitMap),
+                ("route", routes),
+                ("read-only", readOnly[0] != "off"),
+                ("retries", retries),
+                ("attempt-timeout", attemptTimeout),
+            )
+            if value
+        ]
+        if used and not gateway.isModbus(application):
+            raise usage.UsageError(
+                f"--{used[0]} is for Modbus (--protocol modbus, modbus-rtu or "
+                f"modbus-serial): {application.name} requests have no unit id "
+                f"or function code"
+            )
+        if application.name == "modbus-serial":
+            zero = gateway.BROADCAST
+            if zero in unitMap or zero in unitMap.values() or zero in routes:
+                name = "route" if zero in routes else "unit-map"
+                raise usage.UsageError(
+                    f"--{name}: with modbus-serial, unit 0 is the broadcast "
+                    f"address, which no device answers"
+                )
+        self["unit-map"] = unitMap
+        self["route"] = routes
+        self["read-only"] = readOnly
+        self["retries"] = retries
+        self["attempt-timeout"] = attemptTimeout or self["timeout"]
 
     def _convert(self):
         """
@@ -206,21 +333,20 @@ class Options(usage.Options):
                 ) from None
 
 
-def makeService(options):
+def buildTarget(reactor, application, options, address):
     """
-    One L{MultiplexerService}: C{--listen} -> C{--target}, over one target
-    connection or a L{TargetPool} of C{--connections}.
+    The L{tcpmux.interfaces.ITarget} for the target at C{address} (C{--target}
+    or a C{--route}'s): one connection or a L{TargetPool} of
+    C{--connections}, each pipelined C{--pipeline} deep, behind the
+    C{--request-gap} and, for Modbus, C{--retries} and C{--unit-map}.
     """
-    from twisted.internet import reactor
-
-    application = protocols.get(options["protocol"])
     # The multiplexer's queue enforces --timeout on every request and
     # cancels the round trip when it expires; the target has no timer.
-    targets = [
+    connections = [
         TargetClientFactory(
-            targetEndpoint(reactor, options["target"], options["timeout"]),
+            targetEndpoint(reactor, address, options["timeout"]),
             application,
-            name=options["target"],
+            name=address,
             timeout=options["timeout"],
             delay=options["delay"],
             retryDelay=options["retry-delay"],
@@ -229,13 +355,53 @@ def makeService(options):
         )
         for _ in range(options["connections"])
     ]
-    if len(targets) == 1:
-        target = targets[0]
+    if len(connections) == 1:
+        target = connections[0]
     else:
-        target = TargetPool(targets)
+        target = TargetPool(connections)
+    if options["request-gap"]:
+        target = SpacedTarget(target, options["request-gap"], reactor)
+    if gateway.isModbus(application):
+        # Inside the unit map, outside the gap: a retry is the device's own
+        # request again, and waits its gap like any other.
+        if options["retries"]:
+            target = gateway.RetriedReads(
+                target,
+                application.frames,
+                options["retries"],
+                options["attempt-timeout"],
+                reactor,
+            )
+        if options["unit-map"]:
+            target = gateway.UnitMap(target, application.frames, options["unit-map"])
+    return target
+
+
+def makeService(options):
+    """
+    One L{MultiplexerService}: C{--listen} -> C{--target} (and each
+    C{--route}'s target), each built by L{buildTarget}.
+    """
+    from twisted.internet import reactor
+
+    application = protocols.get(options["protocol"])
+    target = buildTarget(reactor, application, options, options["target"])
+    routes = {
+        unit: buildTarget(reactor, application, options, address)
+        for unit, address in options["route"].items()
+    }
+    # Dispatchers in front of the queues, innermost first.
+    gateways = []
+    readOnly, units = options["read-only"]
+    if readOnly != "off":
+        gateways.append(
+            lambda inner: gateway.ReadOnly(inner, application.frames, readOnly, units)
+        )
     multiplexer = Multiplexer(
         application,
         target,
+        routes=routes,
+        gateways=gateways,
         maxQueue=options["max-queue"],
         maxClientBuffer=options["max-client-buffer"],
         maxClients=options["max-clients"],

@@ -5,8 +5,10 @@ one device, behind the round-trip queue (a gap between requests, retries).
 """
 
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tcpmux.errors import TargetTimeout
 from tcpmux.interfaces import ITarget
 
 
@@ -68,7 +70,16 @@ class SpacedTarget(TargetWrapper):
             wait = self._lastAnswer + self.gap - self.clock.seconds()
         if wait <= 0:
             return self._send(request, deadline, partReceived)
-        waited = Deferred(canceller=lambda d: call.cancel())
+
+        def cancel(waited):
+            # Given up during the gap: not sent (ITarget's TargetTimeout,
+            # not a bare CancelledError).
+            call.cancel()
+            waited.errback(
+                Failure(TargetTimeout("not sent: given up during the request gap"))
+            )
+
+        waited = Deferred(canceller=cancel)
         call = self.clock.callLater(wait, waited.callback, None)
         return waited.addCallback(
             lambda ignored: self._send(request, deadline, partReceived)
