@@ -308,6 +308,7 @@ class Bench:
             ]
             if idle:
                 argv.append("--idle")
+            argv += shlex.split(getattr(self.options, "load_args", "") or "")
             first += n
             proc = spawn(argv, cpus, log=self.log("load"), stdin=subprocess.PIPE)
             loads.append((proc, latFile))

@@ -53,17 +53,31 @@ from target import registerValues  # noqa: E402
 HEADER = struct.Struct(">HHHB")
 
 
-def modbusExchange(gid, seq):
+def modbusExchange(gid, seq, units=247):
     """
-    The request of client C{gid}'s C{seq}th round trip, and its answer.
+    The request of client C{gid}'s C{seq}th round trip, and its answer; the
+    clients' unit ids are 1..C{units}.
     """
     tid = (seq + gid * 4099) & 0xFFFF
-    unit = 1 + gid % 247
+    unit = 1 + gid % units
     count = 1 + seq % 8
     address = (gid * 8 + seq) & 0xFFFF
     request = HEADER.pack(tid, 0, 6, unit) + struct.pack(">BHH", 3, address, count)
     response = HEADER.pack(tid, 0, 3 + 2 * count, unit) + struct.pack(
         f">BB{count}H", 3, 2 * count, *registerValues(unit, address, count)
+    )
+    return request, response
+
+
+def sameReadExchange(count, gid, seq):
+    """
+    C{--same-read}: every client polls the same C{count} registers of unit 1
+    from address 0 (what a cache serves); only the transaction id differs.
+    """
+    tid = (seq + gid * 4099) & 0xFFFF
+    request = HEADER.pack(tid, 0, 6, 1) + struct.pack(">BHH", 3, 0, count)
+    response = HEADER.pack(tid, 0, 3 + 2 * count, 1) + struct.pack(
+        f">BB{count}H", 3, 2 * count, *registerValues(1, 0, count)
     )
     return request, response
 
@@ -84,6 +98,11 @@ class Run:
     def __init__(self, options):
         self.options = options
         self.exchange = EXCHANGES[options.protocol]
+        if options.same_read:
+            self.exchange = lambda gid, seq: sameReadExchange(options.same_read, gid, seq)
+        if options.protocol == "modbus" and options.units != 247:
+            units = options.units
+            self.exchange = lambda gid, seq: modbusExchange(gid, seq, units)
         self.clients = []
         self.latencies = array("d")
         self.completed = 0
@@ -312,11 +331,24 @@ def parseArgs(argv=None):
     )
     parser.add_argument("--latency-file")
     parser.add_argument("--idle", action="store_true")
+    parser.add_argument(
+        "--units",
+        type=int,
+        default=247,
+        help="modbus: the clients' unit ids are 1..UNITS (1 + client id %% UNITS)",
+    )
     parser.add_argument("--idle-requests", type=int, default=1)
     parser.add_argument("--connect-batch", type=int, default=100)
     parser.add_argument("--connect-timeout", type=float, default=30.0)
     parser.add_argument("--drain-timeout", type=float, default=10.0)
     parser.add_argument("--standalone", action="store_true")
+    parser.add_argument(
+        "--same-read",
+        type=int,
+        default=0,
+        metavar="N",
+        help="modbus: every client reads the same N registers (unit 1, from 0)",
+    )
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--duration", type=float, default=3.0)
     return parser.parse_args(argv)

@@ -119,9 +119,12 @@ _TCP_SERVERS = ("tcp", "tcp6", "ssl")
 _TCP_CLIENTS = ("tcp", "ssl", "tls")
 
 
-def listenEndpoint(reactor, text):
+def listenEndpoint(reactor, text, clientCA=None):
     """
     The server endpoint for C{--listen}.
+
+    @param clientCA: L{None}, or (C{--tls-client-ca}) a PEM file of the CAs
+        whose certificates clients of an C{ssl:} endpoint must present.
 
     @raise ValueError: if C{text} is not a valid endpoint description, or
         names a TCP port outside 0..65535.
@@ -137,8 +140,21 @@ def listenEndpoint(reactor, text):
         problem = _portProblem(port, 0)
         if problem is not None:
             raise ValueError(f"bad listen address {text!r}: {problem}")
+    if clientCA is not None:
+        from tcpmux import tls
+
+        if kind != "ssl":
+            raise ValueError(
+                f"--tls-client-ca needs an ssl: listen address "
+                f"(ssl:5020:privateKey=key.pem:certKey=cert.pem), not {text!r}"
+            )
+        return tls.clientCertificateEndpoint(reactor, description, args, kwargs, clientCA)
     try:
         return serverFromString(reactor, description)
+    except ImportError:
+        from tcpmux import tls
+
+        raise ValueError(f"bad listen address {text!r}: {tls.NEEDS_PYOPENSSL}") from None
     except Exception as e:
         raise ValueError(
             f"bad listen address {text!r}: use a port number or a Twisted "

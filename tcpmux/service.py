@@ -7,8 +7,9 @@ import signal
 from contextlib import contextmanager
 
 from twisted.application import strports
+from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import gatherResults, maybeDeferred
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
@@ -55,6 +56,7 @@ class MultiplexerService(MultiService):
         clock=None,
         exitCleanlyOnSIGTERM=False,
         exitOnListenFailure=False,
+        endpoint=None,
     ):
         MultiService.__init__(self)
         if clock is None:
@@ -64,8 +66,23 @@ class MultiplexerService(MultiService):
         self.exitOnListenFailure = exitOnListenFailure
         self.multiplexer = multiplexer
         self.listen = listen
-        self.listener = strports.service(listen, multiplexer)
+        if endpoint is None:
+            self.listener = strports.service(listen, multiplexer)
+        else:
+            # An endpoint built by tcpmux.config.listenEndpoint (an ssl: one
+            # that requires client certificates), raising at once as
+            # strports.service's does, for _listening.
+            self.listener = StreamServerEndpointService(endpoint, multiplexer)
+            self.listener._raiseSynchronously = True
         self.listener.setServiceParent(self)
+
+    @property
+    def muxName(self):
+        """
+        The name of this listener -> target pair in logs (C{--name}, or a
+        config file table's C{name}), by default its listen address.
+        """
+        return getattr(self.multiplexer, "name", None) or self.listen
 
     @contextmanager
     def _listening(self):
@@ -89,9 +106,12 @@ class MultiplexerService(MultiService):
             MultiService.privilegedStartService(self)
 
     def startService(self):
+        mux = self.muxName
         self.log.info(
-            "{versions} starting: protocol {protocol}, listening on {listen}, "
-            "target {target}",
+            "{versions} starting{named}: protocol {protocol}, listening on "
+            "{listen}, target {target}",
+            named="" if mux == self.listen else f" mux {mux}",
+            mux=mux,
             versions=versions(),
             protocol=self.multiplexer.application.name,
             listen=self.listen,
@@ -119,4 +139,14 @@ class MultiplexerService(MultiService):
         Service.stopService(self)
         stopped = maybeDeferred(self.listener.stopService)
         stopped.addCallback(lambda ignored: self.multiplexer.stop())
+        # Then any other child (--metrics), which reports until the end.
+        stopped.addCallback(
+            lambda ignored: gatherResults(
+                [
+                    maybeDeferred(child.stopService)
+                    for child in list(self)
+                    if child is not self.listener and child.running
+                ]
+            )
+        )
         return stopped

@@ -5,9 +5,11 @@ C{twistd tcpmux}: command-line options and the service they describe.
 
 import sys
 
+from twisted.application.service import MultiService
 from twisted.python import usage
 
-from tcpmux import protocols, versions
+from tcpmux import configfile, logs, protocols, versions
+from tcpmux.client.access import parseAllow
 from tcpmux.client.queue import DUMP_BYTES
 from tcpmux.config import (
     listenDescription,
@@ -23,6 +25,8 @@ from tcpmux.target.factory import TargetClientFactory
 from tcpmux.target.pool import TargetPool
 from tcpmux.target.wrapper import SpacedTarget
 from tcpmux.gateway import modbus as gateway
+from tcpmux.gateway import rtu
+from tcpmux.gateway.cache import DEFAULT_ITEMS as DEFAULT_CACHE_ITEMS, ModbusCache
 
 
 class Options(usage.Options):
@@ -37,6 +41,11 @@ class Options(usage.Options):
     )
 
     optParameters = [
+        ["config", None, None,
+         "Run every listener -> target pair of this TOML file: [[mux]] "
+         "tables whose keys are these options' long names, and a top-level "
+         "metrics (see examples/tcpmux.toml). No other option may be given "
+         "with it."],
         ["protocol", "p", "echo",
          "Application protocol that frames messages (see --list-protocols)."],
         ["listen", "l", "8000",
@@ -44,7 +53,25 @@ class Options(usage.Options):
          "string (tcp:5020:interface=127.0.0.1, tcp6:5020, unix:/run/mux.sock)."],
         ["target", "t", None,
          "Required. The target: host:port, [v6addr]:port, or a Twisted client "
-         "endpoint string (tcp:host=10.0.0.5:port=502, unix:path=/run/dev.sock)."],
+         "endpoint string (tcp:host=10.0.0.5:port=502, unix:path=/run/dev.sock), "
+         "or a serial port (serial:/dev/ttyUSB0:baudrate=9600:parity=E)."],
+        ["name", None, None,
+         "A name for this listener -> target pair in log lines and metrics "
+         "(default: its listen address)."],
+        ["allow", None, None,
+         "CIDR[,CIDR...]: accept clients only from these IPv4 or IPv6 "
+         "networks or addresses (192.168.1.0/24,10.0.0.5,fd00::/8); a "
+         "client from any other address is closed at once, before a byte "
+         "is read, logged and counted (default: everyone)."],
+        ["tls-client-ca", None, None,
+         "With an ssl: --listen: require every client to present a "
+         "certificate signed by a CA in this PEM file; others fail the TLS "
+         "handshake."],
+        ["metrics", None, None,
+         "Serve Prometheus metrics (/metrics), a health check (/healthz: "
+         "200 when the target is connected, else 503) and a live status "
+         "page (/) on this endpoint, such as tcp:9102:interface=127.0.0.1 "
+         "(needs: pip install 'tcpmux[metrics]')."],
         ["timeout", None, 60.0,
          "Connect timeout, and the longest a client waits for the answer "
          "to a request once it is the client's next to go (waiting for its "
@@ -111,12 +138,38 @@ class Options(usage.Options):
          "Modbus, with --retries: how long one attempt of a read may take "
          "before it is abandoned (the connection renewed) and sent again "
          "(default: --timeout, so only fast failures are retried)."],
+        ["target-framing", None, None,
+         "Modbus: rtu when the target speaks Modbus RTU (address, PDU, "
+         "CRC-16) while clients speak Modbus TCP, as an RS-485-to-Ethernet "
+         "converter in transparent mode does: tcpmux converts both ways. "
+         "same (the default): the target speaks what clients speak. "
+         "serial: targets (serial:/dev/ttyUSB0:baudrate=9600:parity=E) are "
+         "always rtu."],
+        ["cache-ttl", None, 0.0,
+         "Modbus: answer a read of coils, inputs or registers (function "
+         "codes 1-4) from values read from the device less than this long "
+         "ago, per unit and address, whatever read brought them; a write "
+         "through tcpmux forgets the items it touches. Identical reads on "
+         "their way share one round trip. Values may be up to this old "
+         "(0: no cache)."],
+        ["cache-stale", None, 0.0,
+         "Modbus, with --cache-ttl: answer a read that fails (no connection, "
+         "no answer) from cached values up to this old instead of 0x0A/0x0B "
+         "(0: never)."],
+        ["cache-items", None, DEFAULT_CACHE_ITEMS,
+         "Modbus, with --cache-ttl: the most values (registers and coils) "
+         "kept; the least recently read are forgotten first (about 230 bytes "
+         "each)."],
     ]
 
     optFlags = [
         ["verbose", "v",
          f"Log the size and a hex dump of every message (its first "
          f"{DUMP_BYTES} bytes) and the time of each round trip."],
+        ["cache-warm", None,
+         "Modbus, with --cache-ttl: a read answered from values older than "
+         "half the TTL is also sent to the device in the background, so "
+         "that clients polling at least that often never wait for it."],
     ]
 
     # What each value means, checked and converted in postOptions, where a
@@ -130,14 +183,22 @@ class Options(usage.Options):
         "client-timeout": True,
         "idle-close": True,
         "request-gap": True,
+        "cache-ttl": True,
+        "cache-stale": True,
     }
-    _counts = ("max-queue", "max-clients", "connections", "pipeline")
+    _counts = ("max-queue", "max-clients", "connections", "pipeline", "cache-items")
     _sizes = ("max-client-buffer",)
 
     _failed = False
 
+    # The parsed config file (tcpmux.configfile.Config) with --config.
+    config = None
+
     def parseOptions(self, options=None):
+        if options is None:
+            options = sys.argv[1:]
         try:
+            configfile.checkAlone(self, options)
             usage.Options.parseOptions(self, options)
         except usage.UsageError:
             self._failed = True
@@ -194,6 +255,10 @@ class Options(usage.Options):
     def postOptions(self):
         from twisted.internet import reactor
 
+        if self["config"] is not None:
+            # Each table is parsed by Options of its own.
+            self.config = configfile.load(self["config"], Options)
+            return
         self._convert()
         try:
             application = protocols.get(self["protocol"])
@@ -210,11 +275,75 @@ class Options(usage.Options):
                 "--target 192.0.2.10:502"
             )
         try:
-            listenEndpoint(reactor, self["listen"])
+            rtu.checkOptions(application, self)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        try:
+            listenEndpoint(reactor, self["listen"], self["tls-client-ca"])
             targetEndpoint(reactor, self["target"], self["timeout"])
         except ValueError as e:
             raise usage.UsageError(str(e))
+        self._checkAllow()
         self._checkGateway(application, reactor)
+        self._checkMetrics(reactor)
+        self._checkCache(application)
+
+    def _checkAllow(self):
+        """
+        C{--allow}, as a tuple of networks; for listeners whose clients have
+        an IP address.
+        """
+        if self["allow"] is None:
+            return
+        try:
+            self["allow"] = parseAllow(self["allow"])
+        except ValueError as e:
+            raise usage.UsageError(f"--allow: {e}") from None
+        if listenDescription(self["listen"]).lower().startswith("unix:"):
+            raise usage.UsageError(
+                "--allow is for clients with an IP address; a unix: listener's "
+                "are let in by the socket file's permissions"
+            )
+
+    def _checkCache(self, application):
+        """
+        C{--cache-ttl} and its companions: Modbus only, and the others need
+        C{--cache-ttl}.
+        """
+        used = [
+            name
+            for name, value in (
+                ("cache-ttl", self["cache-ttl"]),
+                ("cache-stale", self["cache-stale"]),
+                ("cache-warm", self["cache-warm"]),
+                ("cache-items", self["cache-items"] != DEFAULT_CACHE_ITEMS),
+            )
+            if value
+        ]
+        if used and not gateway.isModbus(application):
+            raise usage.UsageError(
+                f"--{used[0]} is for Modbus (--protocol modbus, modbus-rtu or "
+                f"modbus-serial): {application.name} has no registers to cache"
+            )
+        if used and not self["cache-ttl"]:
+            raise usage.UsageError(
+                f"--{used[0]} needs --cache-ttl: without it nothing is cached"
+            )
+
+    def _checkMetrics(self, reactor):
+        """
+        C{--metrics}: an endpoint to listen on, and C{prometheus_client}
+        installed.
+        """
+        if self.get("metrics") is None:
+            return
+        from tcpmux.metrics import MetricsUnavailable, checkAvailable
+
+        try:
+            checkAvailable()
+            listenEndpoint(reactor, self["metrics"])
+        except (MetricsUnavailable, ValueError) as e:
+            raise usage.UsageError(f"--metrics: {e}") from None
 
     def _checkGateway(self, application, reactor):
         """
@@ -342,8 +471,9 @@ def buildTarget(reactor, application, options, address):
     """
     # The multiplexer's queue enforces --timeout on every request and
     # cancels the round trip when it expires; the target has no timer.
+    rtuTarget = rtu.isRTU(application, options, address)
     connections = [
-        TargetClientFactory(
+        (rtu.RTUConnection if rtuTarget else TargetClientFactory)(
             targetEndpoint(reactor, address, options["timeout"]),
             application,
             name=address,
@@ -359,6 +489,11 @@ def buildTarget(reactor, application, options, address):
         target = connections[0]
     else:
         target = TargetPool(connections)
+    if rtuTarget:
+        # RTU frames, and the line's silence, behind everything else.
+        target = rtu.wrapTarget(
+            target, application, connections[0].connector.endpoint, reactor
+        )
     if options["request-gap"]:
         target = SpacedTarget(target, options["request-gap"], reactor)
     if gateway.isModbus(application):
@@ -377,10 +512,11 @@ def buildTarget(reactor, application, options, address):
     return target
 
 
-def makeService(options):
+def makeMultiplexerService(options):
     """
     One L{MultiplexerService}: C{--listen} -> C{--target} (and each
-    C{--route}'s target), each built by L{buildTarget}.
+    C{--route}'s target), each built by L{buildTarget}; one of a config
+    file's C{[[mux]]} tables.
     """
     from twisted.internet import reactor
 
@@ -397,6 +533,19 @@ def makeService(options):
         gateways.append(
             lambda inner: gateway.ReadOnly(inner, application.frames, readOnly, units)
         )
+    cache = None
+    if options["cache-ttl"]:
+        # Outermost: a hit waits for nothing, and the cache sees the unit
+        # id the client wrote.
+        cache = ModbusCache(
+            application.frames,
+            reactor,
+            options["cache-ttl"],
+            stale=options["cache-stale"],
+            maxItems=options["cache-items"],
+            warm=options["cache-warm"],
+        )
+        gateways.append(cache)
     multiplexer = Multiplexer(
         application,
         target,
@@ -410,11 +559,62 @@ def makeService(options):
         clientTimeout=options["client-timeout"] or None,
         idleClose=options["idle-close"] or None,
     )
+    multiplexer.cache = cache  # (its counters, for tests and metrics)
+    listen = listenDescription(options["listen"])
+    # In log lines and as metrics' mux label: --name, else the listen address.
+    multiplexer.name = options["name"] or listen
+    logs.nameMux(multiplexer.name, multiplexer)
+    multiplexer.clients.allow = options["allow"]
+    endpoint = None
+    if options["tls-client-ca"] is not None:
+        endpoint = listenEndpoint(reactor, options["listen"], options["tls-client-ca"])
     # Run by twistd, the options' parent is twistd's own.
     twistd = options.parent
-    return MultiplexerService(
-        listenDescription(options["listen"]),
+    service = MultiplexerService(
+        listen,
         multiplexer,
         exitCleanlyOnSIGTERM=True,
         exitOnListenFailure=twistd is not None and bool(twistd["nodaemon"]),
+        endpoint=endpoint,
     )
+    if options.get("metrics") is not None:
+        from tcpmux.metrics import makeMetricsService
+
+        name = getattr(multiplexer, "name", None) or service.listen
+        metrics = makeMetricsService(options["metrics"], [(name, multiplexer)])
+        metrics.exitOnListenFailure = service.exitOnListenFailure
+        metrics.setServiceParent(service)
+    return service
+
+
+def makeService(options):
+    """
+    What C{twistd tcpmux} runs: the L{MultiplexerService} of the command
+    line's options; with C{--config}, a L{MultiService} of one per
+    C{[[mux]]} table (each named by its table's C{name}, else its listen
+    address) and, for the file's top-level C{metrics}, the metrics service
+    of them all.
+    """
+    config = options.config
+    if config is None:
+        return makeMultiplexerService(options)
+    top = MultiService()
+    services = []
+    for mux in config.muxes:
+        # Each table's options, as if twistd had parsed them.
+        mux.parent = options.parent
+        service = makeMultiplexerService(mux)
+        service.setName(service.muxName)
+        service.setServiceParent(top)
+        services.append(service)
+    if config.metrics is not None:
+        # The metrics hand-off for a config file: one site for every mux.
+        from tcpmux.metrics import makeMetricsService
+
+        metrics = makeMetricsService(
+            config.metrics,
+            [(service.muxName, service.multiplexer) for service in services],
+        )
+        metrics.exitOnListenFailure = services[0].exitOnListenFailure
+        metrics.setServiceParent(top)
+    return top

@@ -4,6 +4,8 @@ The round-trip queue: one request at a time (or as many as the target
 carries) to the target, each with one deadline.
 """
 
+from bisect import bisect_left
+
 from twisted.internet.defer import (
     CancelledError,
     DeferredLock,
@@ -16,6 +18,7 @@ from twisted.python.failure import Failure
 
 from tcpmux.errors import GatewayError, TargetTimeout, TargetUnavailable
 from tcpmux.logs import RepeatedWarnings
+from tcpmux.metrics.counters import LATENCY_BOUNDS, RoundTripStats
 
 # How many bytes of each message -v dumps: enough for every header tcpmux
 # frames, and a log line stays short whatever the message's size.
@@ -67,6 +70,7 @@ class RoundTripQueue:
     connection.
 
     @ivar stopping: once set, every round trip fails at once.
+    @ivar stats: the L{RoundTripStats} of its round trips (C{--metrics}).
     """
 
     log = Logger()
@@ -84,6 +88,14 @@ class RoundTripQueue:
         else:
             self.lock = DeferredSemaphore(self.concurrency)
         self.failures = RepeatedWarnings(self.log, clock)
+        self.stats = RoundTripStats()
+
+    @property
+    def depth(self):
+        """
+        How many round trips wait for their turn.
+        """
+        return len(self.lock.waiting)
 
     def submit(self, request, client, partReceived=None):
         """
@@ -114,9 +126,9 @@ class RoundTripQueue:
                         result, timeout, trip
                     ),
                 )
-        if self.verbose:
-            trip.result.addCallback(self._answered, trip)
-        trip.result.addErrback(self._failed, trip)
+        trip.result.addCallbacks(
+            self._answered, self._failed, callbackArgs=(trip,), errbackArgs=(trip,)
+        )
         return trip
 
     def _send(self, trip):
@@ -160,6 +172,13 @@ class RoundTripQueue:
         return result
 
     def _answered(self, response, trip):
+        now = self.clock.seconds()
+        stats = self.stats
+        stats.ok += 1
+        stats.lastOk = now
+        seconds = now - trip.submittedAt
+        stats.latency[bisect_left(LATENCY_BOUNDS, seconds)] += 1
+        stats.latencySum += seconds
         if self.verbose:
             self._dump("response to", trip.client, response, trip)
         return response
@@ -169,6 +188,12 @@ class RoundTripQueue:
             return None
         if failure.check(GatewayError):
             error = failure.value
+            if isinstance(error, TargetTimeout):
+                self.stats.timeout += 1
+            elif isinstance(error, TargetUnavailable):
+                self.stats.unavailable += 1
+            else:
+                self.stats.error += 1
             self.failures.warn(
                 (type(error), str(error)),
                 "Request from {client} failed: {error}",
@@ -178,6 +203,7 @@ class RoundTripQueue:
                 error=error,
             )
         else:
+            self.stats.error += 1
             self.log.failure(
                 "Request from {client} failed", failure, client=trip.client
             )

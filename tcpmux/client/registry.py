@@ -6,7 +6,9 @@ The clients of one listener.
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
+from tcpmux.client.access import describe, isAllowed
 from tcpmux.client.session import formatAddress
+from tcpmux.logs import RepeatedWarnings
 
 
 class ClientRegistry:
@@ -18,12 +20,22 @@ class ClientRegistry:
     client), and closes everyone when tcpmux stops.
 
     Iterating over it gives the connected L{ClientSession}s.
+
+    @ivar refused: clients refused because C{maxClients} were connected.
+    @ivar allow: L{None}, or the networks (C{--allow}) clients must come
+        from; a client from elsewhere is refused.
+    @ivar refusedNotAllowed: clients refused because they were not from
+        C{allow}.
     """
 
     log = Logger()
 
-    def __init__(self, targets, clock, maxClients=1024, idleClose=None):
+    def __init__(self, targets, clock, maxClients=1024, idleClose=None, allow=None):
         self.targets = targets
+        self.allow = allow
+        self.refusedNotAllowed = 0
+        # A scan of the port would otherwise log a line per connection.
+        self.warnings = RepeatedWarnings(self.log, clock)
         self.clock = clock
         self.maxClients = maxClients
         self.idleClose = idleClose
@@ -32,6 +44,7 @@ class ClientRegistry:
         self._idleCall = None
         self._released = False
         self._allGone = []
+        self.refused = 0
 
     def __len__(self):
         return len(self._clients)
@@ -43,8 +56,21 @@ class ClientRegistry:
         """
         Whether a client from C{address} may connect now.
         """
+        if self.allow is not None and not isAllowed(self.allow, address):
+            self.refusedNotAllowed += 1
+            self.warnings.warn(
+                "not-allowed",
+                "Refusing client {client}: not from an address --allow "
+                "{allow} admits",
+                "{count} more clients refused in the last {window}s: not from "
+                "an address --allow {allow} admits",
+                client=formatAddress(address),
+                allow=describe(self.allow),
+            )
+            return False
         if len(self._clients) < self.maxClients:
             return True
+        self.refused += 1
         self.log.warn(
             "Refusing client {client}: {count} clients already connected "
             "(--max-clients)",
@@ -125,6 +151,7 @@ class ClientRegistry:
             answers and errors already written are flushed before the
             reactor stops (and drops whatever is still buffered).
         """
+        self.warnings.flushAll()
         self.stopping = True
         if self._idleCall is not None and self._idleCall.active():
             self._idleCall.cancel()

@@ -119,6 +119,9 @@ def describeADU(adu):
     """
     C{tid=0001 unit=1 fc=3} for verbose logs.
     """
+    if len(adu) < 8:
+        # No answer at all (a broadcast write), or too short to say more.
+        return f"{len(adu)} bytes"
     return f"tid={adu[:2].hex()} unit={adu[6]} fc={adu[7]}"
 
 

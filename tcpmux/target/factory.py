@@ -51,10 +51,16 @@ class TargetClientFactory(ReconnectingClientFactory):
         written (see L{roundTrip}).
     @ivar concurrency: round trips this connection carries at once: 1, or
         with C{pipeline}, that many.
+    @ivar reconnects: connections made after the first (C{--metrics}).
+    @ivar droppedResponses: late or surplus answers dropped, and bytes that
+        answered no request (C{--metrics}).
     """
 
     log = Logger()
     noisy = False
+    reconnects = 0
+    droppedResponses = 0
+    _everConnected = False
 
     def __init__(
         self,
@@ -258,9 +264,14 @@ class TargetClientFactory(ReconnectingClientFactory):
                 failedAt, reason, window = self._lastFailure
                 if self.clock.seconds() - failedAt < window:
                     return fail(TargetUnavailable(reason))
-            self._connectNow()
+            connect = True
+        else:
+            connect = False
+        # Wait first: an endpoint may connect before connect() returns.
         waiter = Deferred(canceller=self._giveUpWaiting)
         self._waiting.append(waiter)
+        if connect:
+            self._connectNow()
         return waiter
 
     def _giveUpWaiting(self, waiter):
@@ -288,6 +299,7 @@ class TargetClientFactory(ReconnectingClientFactory):
         """
         C{session} dropped C{what}, an answer to no request in flight.
         """
+        self.droppedResponses += 1
         self.warnings.warn(
             "surplus",
             "Target {target}: dropped {what}",
@@ -298,6 +310,9 @@ class TargetClientFactory(ReconnectingClientFactory):
     # -- the sessions call these
 
     def targetConnected(self, session):
+        if self._everConnected:
+            self.reconnects += 1
+        self._everConnected = True
         self._connecting = False
         self.session = session
         self._lastFailure = None

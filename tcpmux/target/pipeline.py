@@ -45,6 +45,7 @@ class PipelinedTargetSession:
     transport = None
     retired = False
     _wrapped = False
+    _trailingCounted = False
 
     def __init__(self, factory, pipelining, capacity):
         self.factory = factory
@@ -85,6 +86,11 @@ class PipelinedTargetSession:
 
     def messageReceived(self, response):
         if self.retired:
+            if self._trailingCounted:
+                # The bytes counted as dropped when they were seen.
+                self._trailingCounted = False
+            else:
+                self.factory.droppedResponses += 1
             return
         wireId = self.pipelining.responseId(response)
         entry = self.inFlight.pop(wireId, None)
@@ -94,6 +100,8 @@ class PipelinedTargetSession:
                 # One request at a time, and more bytes came after its answer
                 # in the same read: nothing asked for them. (They could even
                 # carry the id the next request is about to get.)
+                self.factory.droppedResponses += 1
+                self._trailingCounted = True
                 self._renew("unrequested bytes after a response")
             pending.callback(self.pipelining.responseFor(response, request))
         elif self._issued(wireId):
@@ -104,6 +112,7 @@ class PipelinedTargetSession:
             # An id never used here: the target is out of step with its
             # requests, and whatever it sends next cannot be trusted.
             why = f"a response with id {wireId}, which no request carried"
+            self.factory.droppedResponses += 1
             self._renew(why, error=InvalidResponse(why))
 
     def _issued(self, wireId):

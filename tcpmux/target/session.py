@@ -37,6 +37,7 @@ class TargetSession:
     pending = None
     retired = False
     _partReceived = None
+    _trailingCounted = False
 
     def __init__(self, factory, framer=None):
         self.factory = factory
@@ -71,17 +72,25 @@ class TargetSession:
 
     def messageReceived(self, response):
         if self.retired:
+            if self._trailingCounted:
+                # The bytes counted as dropped when they were seen.
+                self._trailingCounted = False
+            else:
+                self.factory.droppedResponses += 1
             return
         pending = self._takePending()
         if pending is None:
             # Nothing was asked: a duplicate, or bytes the target pushed.
             # The connection may no longer be in step with its requests.
+            self.factory.droppedResponses += 1
             self._retire("a response that answers no request")
             return
         if self.framer.buffered():
             # More bytes came after the answer in the same read, and nothing
             # asked for them: the answer goes to its client, and the next
             # request to a new connection.
+            self.factory.droppedResponses += 1
+            self._trailingCounted = True
             self._retire("unrequested bytes after a response")
         pending.callback(response)
 
@@ -89,6 +98,7 @@ class TargetSession:
         if self.retired:
             return
         if self.pending is None:
+            self.factory.droppedResponses += 1
             self._retire("part of a response that answers no request")
             return
         if self._partReceived is not None:
