@@ -201,11 +201,13 @@ class SlotTakenTests(TestCase):
             self.assertIn(
                 response, (exceptionResponse(tid, 0x0A), exceptionResponse(tid, 0x0B))
             )
-            self.assertLess(time.monotonic() - asked, 0.5)
+            # At once, not after --timeout (5 s); the margin is for a
+            # loaded machine.
+            self.assertLess(time.monotonic() - asked, 1.0)
             await deferLater(reactor, 0.05)
         self.assertGreater(tid, 10)
-        # Without the back-off: about one attempt per request.
-        self.assertLessEqual(len(device.accepted), 5, device.accepted)
+        # Without the back-off: about one attempt per request (some 40).
+        self.assertLessEqual(len(device.accepted), 8, device.accepted)
         hints = [line for line in logs if HINT in line]
         self.assertEqual(len(hints), 1, logs)
         self.assertEqual(
