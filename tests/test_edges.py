@@ -265,7 +265,9 @@ class RefusedRecoveryTests(TestCase):
             await ask(client, readRequest(2, 2)),
             exceptionResponse(2, GATEWAY_PATH_UNAVAILABLE),
         )
-        self.assertLess(time.monotonic() - started, 0.15)
+        # A refusal on 127.0.0.1 takes well under a millisecond; the
+        # host-name endpoint used to add its 0.3 s attempt interval.
+        self.assertLess(time.monotonic() - started, 0.25)
 
         target = FaultTarget("modbus", answer)
         target.listen(self, targetPort)
