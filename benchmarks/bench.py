@@ -50,6 +50,7 @@ import select
 import shlex
 import signal
 import socket
+import shutil
 import statistics
 import subprocess
 import sys
@@ -64,6 +65,23 @@ MODBUS_PROXY_VENV = HERE / ".venv-modbus-proxy"
 DIRECT = "direct"
 DIRECT_CROSS = "direct@proxy-core"
 MODBUS_PROXY = "modbus-proxy"
+HAPROXY = "haproxy"
+HAPROXY_CONFIG = """\
+global
+    nbthread 1
+    maxconn 8192
+defaults
+    mode http
+    timeout connect 10s
+    timeout client 60s
+    timeout server 60s
+frontend bench
+    bind 127.0.0.1:{port}
+    default_backend target
+backend target
+    http-reuse always
+    server target 127.0.0.1:{targetPort} maxconn 1
+"""
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -202,6 +220,21 @@ def ensureModbusProxy(options):
     return str(exe) if exe.exists() else None
 
 
+def findHAProxy(options):
+    """
+    The haproxy executable (the http peer), or L{None}, saying so: the
+    benchmark installs nothing for it.
+    """
+    exe = options.haproxy or shutil.which("haproxy")
+    if exe is None:
+        print(
+            "WARNING: haproxy not found (Debian: apt-get install haproxy, or "
+            "--haproxy PATH); skipping the HAProxy cells",
+            flush=True,
+        )
+    return exe
+
+
 # -- one cell
 
 
@@ -220,6 +253,7 @@ class Bench:
         else:
             self.proxyCpus = self.targetCpus = self.loadCpus = None
         self.modbusProxy = None
+        self.haproxy = None
         self.serial = 0
 
     def log(self, name):
@@ -252,6 +286,11 @@ class Bench:
                 "--timeout",
                 "10",
             ]
+            env = None
+        elif system == HAPROXY:
+            config = self.tmp / f"haproxy-{port}.cfg"
+            config.write_text(HAPROXY_CONFIG.format(port=port, targetPort=targetPort))
+            argv = [self.haproxy, "-db", "-f", str(config)]
             env = None
         else:
             twistd = [
@@ -472,7 +511,7 @@ class Bench:
         proxies = list(self.variants)
         for _ in range(o.rounds):
             for protocol in o.protocols:
-                others = proxies + ([MODBUS_PROXY] if protocol == "modbus" and self.modbusProxy else [])
+                others = proxies + self.peers(protocol)
                 plan.append(("cell", protocol, DIRECT, 1, 1))
                 plan.append(("cell", protocol, DIRECT_CROSS, 1, 1))
                 for clients in o.clients:
@@ -484,15 +523,27 @@ class Bench:
                                 plan.append(("cell", protocol, system, clients, procs))
         for protocol in o.protocols[:1]:
             for clients in o.idle_clients:
-                for system in proxies[:1] + ([MODBUS_PROXY] if protocol == "modbus" and self.modbusProxy else []):
+                for system in proxies[:1] + self.peers(protocol):
                     plan.append(("idle", protocol, system, clients, 1))
         return plan
+
+    def peers(self, protocol):
+        """
+        The other proxies benchmarked for C{protocol}.
+        """
+        if protocol == "modbus" and self.modbusProxy:
+            return [MODBUS_PROXY]
+        if protocol == "http" and self.haproxy:
+            return [HAPROXY]
+        return []
 
     def run(self):
         o = self.options
         self.variants = dict(o.variants)
         if "modbus" in o.protocols and not o.no_modbus_proxy:
             self.modbusProxy = ensureModbusProxy(o)
+        if "http" in o.protocols and not o.no_haproxy:
+            self.haproxy = findHAProxy(o)
         plan = self.plan()
         cells = []
         started = time.monotonic()
@@ -601,6 +652,9 @@ def evaluate(table, cells, options, variants):
             r = ratio(get(protocol, first, 10, "rps"), get(protocol, DIRECT, 1, "rps", 1))
             if r is not None:
                 rows.append((f"{protocol}: {first} / direct (load on target core), 10 clients", r, "(info)", None))
+            r = ratio(get(protocol, first, 10, "rps"), get(protocol, HAPROXY, 10, "rps"))
+            if r is not None:
+                rows.append((f"{protocol}: {first} / haproxy, round trips/s, 10 clients", r, ">= 0.75", r >= 0.75))
         if 1 in options.clients:
             r = ratio(get(protocol, first, 1, "p50_us"), get(protocol, MODBUS_PROXY, 1, "p50_us"))
             if r is not None:
@@ -608,7 +662,7 @@ def evaluate(table, cells, options, variants):
         for clients in options.clients:
             if clients <= 10 or 10 not in options.clients:
                 continue
-            for system in list(variants) + [MODBUS_PROXY]:
+            for system in list(variants) + [MODBUS_PROXY, HAPROXY]:
                 r = ratio(get(protocol, system, clients, "rps"), get(protocol, system, 10, "rps"))
                 if r is None:
                     continue
@@ -623,7 +677,7 @@ def evaluate(table, cells, options, variants):
                 if r is not None:
                     rows.append((f"{protocol}: {system} / {first}, round trips/s, {clients} clients", r, "(info)", None))
         for procs in options.load_check:
-            for system in list(variants) + [MODBUS_PROXY]:
+            for system in list(variants) + [MODBUS_PROXY, HAPROXY]:
                 r = ratio(get(protocol, system, 10, "rps", procs), get(protocol, system, 10, "rps"))
                 if r is not None:
                     rows.append((f"{protocol}: {system} 10 clients, {procs} / {base} load processes", r, "0.9..1.1", 0.9 <= r <= 1.1))
@@ -760,7 +814,7 @@ def parseArgs(argv=None):
         epilog="\n\n".join(__doc__.split("\n\n")[1:]),
     )
     ints = lambda text: [int(x) for x in text.split(",") if x]
-    parser.add_argument("--protocols", default="modbus,echo", type=lambda t: t.split(","), help="comma-separated: modbus,echo")
+    parser.add_argument("--protocols", default="modbus,echo", type=lambda t: t.split(","), help="comma-separated: modbus,echo,http")
     parser.add_argument("--clients", default="1,10,100,1000", type=ints, help="comma-separated client counts")
     parser.add_argument("--duration", type=float, default=3.0, help="measured seconds per cell")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
@@ -782,6 +836,8 @@ def parseArgs(argv=None):
     parser.add_argument("--target-latency", default="", help="the target answers after this delay (2ms)")
     parser.add_argument("--target-connections-limit", type=int, default=0)
     parser.add_argument("--no-modbus-proxy", action="store_true")
+    parser.add_argument("--no-haproxy", action="store_true")
+    parser.add_argument("--haproxy", help="the haproxy executable (default: haproxy on PATH; Debian: apt-get install haproxy)")
     parser.add_argument("--modbus-proxy", help="a modbus-proxy executable to use instead of installing one")
     parser.add_argument("--cpus", help="CPUs to use, comma-separated: proxy, target, load...")
     parser.add_argument("--no-pin", action="store_true")
@@ -801,11 +857,11 @@ def parseArgs(argv=None):
     options.variants = []
     for spec in specs:
         name, sep, args = spec.partition("=")
-        if not sep or not name or name in (DIRECT, DIRECT_CROSS, MODBUS_PROXY):
+        if not sep or not name or name in (DIRECT, DIRECT_CROSS, MODBUS_PROXY, HAPROXY):
             parser.error(f"--variant {spec!r}: NAME=ARGS, NAME not a reserved name")
         options.variants.append((name, args))
     for protocol in options.protocols:
-        if protocol not in ("modbus", "echo"):
+        if protocol not in ("modbus", "echo", "http"):
             parser.error(f"unknown protocol {protocol!r}")
     return options
 

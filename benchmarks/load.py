@@ -9,6 +9,10 @@ Every request is unique to its client and sequence number, and the answer
 to it is known in advance:
 
   - echo: the line C{c<client> s<sequence> xxx...\\n} comes back unchanged;
+  - http: C{GET /c<client>/s<sequence>} on a keep-alive HTTP/1.1
+    connection; the answer must be C{200} with the body that
+    L{target.httpBody} gives for that path (header names and order may be
+    rewritten by a proxy, the status line and body may not);
   - modbus: a read of holding registers with a transaction id, unit id,
     address and count derived from the client and sequence number; the
     answer must carry the same transaction id and unit id and the register
@@ -48,7 +52,7 @@ from array import array
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from target import registerValues  # noqa: E402
+from target import httpBody, registerValues  # noqa: E402
 
 HEADER = struct.Struct(">HHHB")
 
@@ -87,7 +91,46 @@ def echoExchange(gid, seq, pad=b"x" * 12):
     return line, line
 
 
-EXCHANGES = {"modbus": modbusExchange, "echo": echoExchange}
+def httpExchange(gid, seq):
+    path = b"/c%d/s%d" % (gid, seq)
+    request = b"GET %s HTTP/1.1\r\nHost: bench\r\n\r\n" % path
+    return request, HTTPAnswer(httpBody(path))
+
+
+class HTTPAnswer:
+    """
+    The expected answer to one GET: a 200 whose body is C{body}. L{check}
+    says whether C{data} is it (C{True}), a beginning of it (L{None}), or
+    wrong (C{False}).
+    """
+
+    def __init__(self, body):
+        self.body = body
+
+    def check(self, data):
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            return None if len(data) < 4096 else False
+        head = data[:end].split(b"\r\n")
+        if head[0] not in (b"HTTP/1.1 200 OK", b"HTTP/1.1 200"):
+            return False
+        length = None
+        for line in head[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if length != len(self.body):
+            return False
+        got = len(data) - end - 4
+        if got < length:
+            return None if self.body.startswith(data[end + 4 :]) else False
+        return got == length and data.endswith(self.body)
+
+    def hex(self):
+        return self.body.hex()
+
+
+EXCHANGES = {"modbus": modbusExchange, "echo": echoExchange, "http": httpExchange}
 
 
 class Run:
@@ -180,6 +223,16 @@ class Client(asyncio.Protocol):
             return
         if self.buffer:
             data = self.buffer + data
+        if isinstance(expected, HTTPAnswer):
+            verdict = expected.check(data)
+            if verdict is None:
+                self.buffer = data
+                return
+            if not verdict:
+                self.fail("wrong answer", data)
+                return
+            self.answered()
+            return
         size = len(data)
         want = len(expected)
         if size < want:
@@ -191,6 +244,9 @@ class Client(asyncio.Protocol):
         if size > want or data != expected:
             self.fail("wrong answer" if size == want else "wrong length", data)
             return
+        self.answered()
+
+    def answered(self):
         now = time.perf_counter()
         run = self.run
         self.expected = None

@@ -1,5 +1,5 @@
 """
-A fast benchmark target for tcpmux: echo or Modbus TCP.
+A fast benchmark target for tcpmux: echo, Modbus TCP or HTTP/1.1.
 
     python benchmarks/target.py --protocol modbus --port 5502
     python benchmarks/target.py --protocol echo --port 7007 --latency 2ms
@@ -15,6 +15,10 @@ exact answer to its own request::
 (see L{registerValues}; the transaction id is echoed, so a proxy that rewrites
 transaction ids and restores them still gets verifiable answers). Any other
 function code is answered with exception 01 (illegal function).
+
+http: keep-alive GETs (no request body) are answered 200 with a small body
+derived from the path alone (L{httpBody}), so the load generator can verify
+each answer; anything else closes the connection.
 
 --latency answers each request after a delay, every request on its own timer:
 pipelined requests are answered concurrently, in the order they arrived.
@@ -69,6 +73,22 @@ def modbusResponse(adu):
             )
         return HEADER.pack(tid, 0, 3, unit) + bytes((fc | 0x80, 3))
     return HEADER.pack(tid, 0, 3, unit) + bytes((fc | 0x80, 1))
+
+
+def httpBody(path):
+    """
+    The body the target answers C{GET path} with.
+    """
+    return b"ok " + path + b"\n"
+
+
+def httpResponse(path):
+    body = httpBody(path)
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
+        % len(body)
+        + body
+    )
 
 
 class Stats:
@@ -199,10 +219,36 @@ class ModbusTarget(TargetProtocol):
         return response
 
 
+class HTTPTarget(TargetProtocol):
+    def data_received(self, data):
+        if self.buffer:
+            data = self.buffer + data
+        start = 0
+        responses = []
+        while True:
+            end = data.find(b"\r\n\r\n", start)
+            if end < 0:
+                break
+            line = data[start : data.find(b"\r\n", start)].split(b" ")
+            if len(line) != 3 or line[0] != b"GET" or b"content-length:" in data[start:end].lower():
+                self.transport.abort()
+                return
+            responses.append(httpResponse(line[1]))
+            start = end + 4
+        self.buffer = data[start:]
+        if not responses:
+            return
+        if self.latency > 0:
+            for response in responses:
+                self.answer(response, 1)
+        else:
+            self.answer(b"".join(responses), len(responses))
+
+
 async def serve(options):
     stats = Stats()
     loop = asyncio.get_running_loop()
-    protocol = {"echo": EchoTarget, "modbus": ModbusTarget}[options.protocol]
+    protocol = {"echo": EchoTarget, "modbus": ModbusTarget, "http": HTTPTarget}[options.protocol]
     if options.corrupt_every and options.protocol == "echo":
         raise SystemExit("--corrupt-every is only for modbus")
     server = await loop.create_server(
@@ -235,7 +281,7 @@ async def serve(options):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
-    parser.add_argument("--protocol", "-p", choices=("echo", "modbus"), default="modbus")
+    parser.add_argument("--protocol", "-p", choices=("echo", "modbus", "http"), default="modbus")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
     parser.add_argument(

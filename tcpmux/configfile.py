@@ -24,7 +24,6 @@ C{false}; a repeatable option (C{route}) takes a list. A mistake is one
 line naming the file, the table and the key.
 """
 
-import difflib
 import getopt
 import re
 
@@ -32,10 +31,17 @@ from twisted.python import usage
 
 from tcpmux.config import _fields, listenDescription, listenEndpoint
 
-try:
-    import tomllib
-except ImportError:  # Python < 3.11
-    import tomli as tomllib
+
+def _tomllib():
+    """
+    The TOML parser, imported when a file is read: a run without --config
+    does not carry it (issue 15).
+    """
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11
+        import tomli as tomllib
+    return tomllib
 
 
 # Options that make no sense in a table: they print and exit, or are the
@@ -198,6 +204,8 @@ def _arguments(table, keys, optionsFactory):
                     key, "metrics is a top-level key (above the first [[mux]])"
                 )
             known = sorted(keys)
+            import difflib
+
             close = difflib.get_close_matches(key, known, 1)
             hint = f"did you mean {close[0]}?" if close else "keys are the long option names"
             raise table.error(key, f"unknown key ({hint} See twistd tcpmux --help)")
@@ -335,6 +343,7 @@ def load(path, optionsFactory):
     @return: a L{Config}.
     @raise ConfigError: for the first mistake, as one line.
     """
+    tomllib = _tomllib()
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)

@@ -9,7 +9,6 @@ from twisted.application.service import MultiService
 from twisted.python import usage
 
 from tcpmux import configfile, logs, protocols, versions
-from tcpmux.client.access import parseAllow
 from tcpmux.client.queue import DUMP_BYTES
 from tcpmux.config import (
     listenDescription,
@@ -24,9 +23,13 @@ from tcpmux.service import MultiplexerService
 from tcpmux.target.factory import TargetClientFactory
 from tcpmux.target.pool import TargetPool
 from tcpmux.target.wrapper import SpacedTarget
-from tcpmux.gateway import modbus as gateway
-from tcpmux.gateway import rtu
-from tcpmux.gateway.cache import DEFAULT_ITEMS as DEFAULT_CACHE_ITEMS, ModbusCache
+
+# What only a feature needs (the Modbus gateway, the read cache, --allow,
+# TLS, metrics) is imported where that feature is used, so that a plain run
+# does not carry it in memory (issue 15). tcpmux.gateway.cache.DEFAULT_ITEMS,
+# repeated here so that --help need not import the cache (a test checks
+# that the two agree).
+DEFAULT_CACHE_ITEMS = 100_000
 
 
 class Options(usage.Options):
@@ -255,6 +258,8 @@ class Options(usage.Options):
     def postOptions(self):
         from twisted.internet import reactor
 
+        from tcpmux.gateway import rtu
+
         if self["config"] is not None:
             # Each table is parsed by Options of its own.
             self.config = configfile.load(self["config"], Options)
@@ -295,6 +300,8 @@ class Options(usage.Options):
         """
         if self["allow"] is None:
             return
+        from tcpmux.client.access import parseAllow
+
         try:
             self["allow"] = parseAllow(self["allow"])
         except ValueError as e:
@@ -310,6 +317,8 @@ class Options(usage.Options):
         C{--cache-ttl} and its companions: Modbus only, and the others need
         C{--cache-ttl}.
         """
+        from tcpmux.gateway import modbus as gateway
+
         used = [
             name
             for name, value in (
@@ -353,6 +362,7 @@ class Options(usage.Options):
         C{attempt-timeout} seconds. A mistake is a usage error that names
         the option.
         """
+        from tcpmux.gateway import modbus as gateway
 
         def parsed(name, parse, value):
             try:
@@ -469,6 +479,9 @@ def buildTarget(reactor, application, options, address):
     C{--connections}, each pipelined C{--pipeline} deep, behind the
     C{--request-gap} and, for Modbus, C{--retries} and C{--unit-map}.
     """
+    from tcpmux.gateway import modbus as gateway
+    from tcpmux.gateway import rtu
+
     # The multiplexer's queue enforces --timeout on every request and
     # cancels the round trip when it expires; the target has no timer.
     rtuTarget = rtu.isRTU(application, options, address)
@@ -530,11 +543,19 @@ def makeMultiplexerService(options):
     gateways = []
     readOnly, units = options["read-only"]
     if readOnly != "off":
+        from tcpmux.gateway import modbus as gateway
+        from tcpmux.gateway import rtu
+
         gateways.append(
-            lambda inner: gateway.ReadOnly(inner, application.frames, readOnly, units)
+            lambda inner: gateway.ReadOnly(
+                inner, application.frames, readOnly, units,
+                silentBroadcast=rtu.silentBroadcast(application, options),
+            )
         )
     cache = None
     if options["cache-ttl"]:
+        from tcpmux.gateway.cache import ModbusCache
+
         # Outermost: a hit waits for nothing, and the cache sees the unit
         # id the client wrote.
         cache = ModbusCache(

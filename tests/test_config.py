@@ -274,3 +274,42 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(target.timeout, 5.0)
         self.assertEqual(target.readyDelay, 1.0)
         self.assertEqual(service.multiplexer.application.name, "modbus")
+
+
+class LazyImportTests(SynchronousTestCase):
+    """
+    What only a feature needs is imported where it is used (issue 15).
+    """
+
+    def test_cacheItemsDefault(self):
+        """
+        C{--cache-items}' default, repeated in L{tcpmux.tap} so that the
+        options need not import the cache, is the cache's own.
+        """
+        from tcpmux import tap
+        from tcpmux.gateway.cache import DEFAULT_ITEMS
+
+        self.assertEqual(tap.DEFAULT_CACHE_ITEMS, DEFAULT_ITEMS)
+        self.assertEqual(Options()["cache-items"], DEFAULT_ITEMS)
+
+    def test_plainRunImportsNoFeature(self):
+        """
+        A plain C{--protocol modbus} run, options and service, imports
+        neither the read cache nor the TOML parser.
+        """
+        import subprocess
+        import sys
+
+        code = (
+            "import sys\n"
+            "from tcpmux.tap import Options, makeService\n"
+            "o = Options()\n"
+            "o.parseOptions(['-p', 'modbus', '-t', '127.0.0.1:502', '-l', 'tcp:0'])\n"
+            "makeService(o)\n"
+            "print(' '.join(sorted(m for m in ('tcpmux.gateway.cache', 'tomllib', "
+            "'tomli', 'difflib', 'tcpmux.tls') if m in sys.modules)))\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout
+        self.assertEqual(out.strip(), "")

@@ -856,3 +856,237 @@ class OptionTests(SynchronousTestCase):
         self.assertTrue(rtu.isRTU(modbus, options, options["target"]))
         self.assertFalse(rtu.isRTU(get("echo"), self.parse("--target", "serial:/dev/x"), "serial:/dev/x"))
 
+
+
+# -- the Modbus gateway options, end to end with an RTU target
+
+
+def pymodbusCall(port, call):
+    """
+    Connect a pymodbus TCP client to tcpmux, C{call(client)}, close it.
+    """
+    client = pymodbusClient(port)
+    try:
+        return call(client)
+    finally:
+        client.close()
+
+
+def readOne(port, address, unit=1):
+    """
+    One pymodbus read of one holding register: C{("value", v)} or
+    C{("exception", code)}.
+    """
+    response = pymodbusCall(
+        port, lambda c: c.read_holding_registers(address, count=1, device_id=unit)
+    )
+    if response.isError():
+        return ("exception", response.exception_code)
+    return ("value", response.registers[0])
+
+
+def writeOne(port, address, value, unit=1):
+    """
+    One pymodbus write of one holding register: C{("written", value)} or
+    C{("exception", code)}.
+    """
+    response = pymodbusCall(
+        port, lambda c: c.write_register(address, value, device_id=unit)
+    )
+    if response.isError():
+        return ("exception", response.exception_code)
+    return ("written", response.registers[0])
+
+
+class GatewayOptionsTests(TestCase):
+    """
+    The Modbus gateway options (routes, unit map, read-only, cache, request
+    gap) with an RTU target, end to end: pymodbus TCP clients, tcpmux, a
+    device on a serial line (a pseudo-terminal).
+    """
+
+    timeout = 30
+
+    async def lineDevice(self, *extraArgs, baudrate=19200):
+        line = PseudoTerminal(self)
+        device = LineDevice(self, line.master)
+        port, multiplexer = await startMultiplexer(
+            self, "modbus", target(line.path, baudrate), "--timeout", "5", *extraArgs
+        )
+        return port, device
+
+    def seen(self, device):
+        """
+        C{(unit, function code)} of each request the line device received.
+        """
+        return [(frame[0], frame[1]) for _, frame in device.requests]
+
+    async def test_routeMixesTCPAndSerial(self):
+        """
+        C{--route 2=serial:...} beside a Modbus TCP default target: unit 1
+        is the TCP device's, unit 2 pymodbus's RTU server's on the serial
+        line, each with its own values, clients at once; writes reach the
+        right device only.
+        """
+        from tests.test_gateway import RecordingDevice
+
+        tcpDevice = RecordingDevice()
+        ours, theirs = PseudoTerminal(self), PseudoTerminal(self)
+        Bridge(self, ours, theirs)
+        serialDevice = PymodbusThread(
+            self,
+            lambda: ModbusSerialServer(
+                [
+                    SimDevice(
+                        id=2,
+                        simdata=[
+                            SimData(
+                                address=0,
+                                count=100,
+                                values=[1000 + i for i in range(100)],
+                                datatype=DataType.REGISTERS,
+                            )
+                        ],
+                    )
+                ],
+                framer=FramerType.RTU,
+                port=theirs.path,
+                baudrate=19200,
+                parity="N",
+            ),
+        )
+        self.assertTrue(await deferToThread(serialDevice.ready.wait, 5))
+        port, multiplexer = await startMultiplexer(
+            self,
+            "modbus",
+            tcpDevice.listen(self),
+            "--route",
+            "2=" + target(ours.path, 19200),
+            "--timeout",
+            "5",
+        )
+        reads = await gatherResults(
+            [
+                deferToThread(readOne, port, address, 1 + address % 2)
+                for address in range(6)
+            ]
+        )
+        self.assertEqual(
+            reads,
+            [("value", a if a % 2 == 0 else 1000 + a) for a in range(6)],
+        )
+        self.assertEqual(await deferToThread(writeOne, port, 7, 4321, 2), ("written", 4321))
+        self.assertEqual(await deferToThread(readOne, port, 7, 2), ("value", 4321))
+        self.assertEqual(await deferToThread(readOne, port, 7, 1), ("value", 7))
+        self.assertEqual(sorted(tcpDevice.seen()), [(1, 3)] * 4)
+
+    async def test_unitMap(self):
+        """
+        C{--unit-map 1=5}: the RTU device sees unit 5, pymodbus sees its
+        answers come from unit 1; other units pass unchanged.
+        """
+        port, device = await self.lineDevice("--unit-map", "1=5")
+        self.assertEqual(await deferToThread(readOne, port, 9, 1), ("value", 9))
+        self.assertEqual(await deferToThread(writeOne, port, 9, 99, 1), ("written", 99))
+        self.assertEqual(await deferToThread(readOne, port, 9, 1), ("value", 99))
+        self.assertEqual(await deferToThread(readOne, port, 3, 2), ("value", 3))
+        self.assertEqual(self.seen(device), [(5, 3), (5, 6), (5, 3), (2, 3)])
+
+        client = await connect(self, port)
+        self.assertEqual(
+            await ask(client, readRequest(77, 4, unit=1)), adu(77, 1, bytes((3, 2, 0, 4)))
+        )
+
+    async def test_readOnlyDeny(self):
+        """
+        C{--read-only deny}: a write gets exception 0x01 and never reaches
+        the device; reads are answered.
+        """
+        port, device = await self.lineDevice("--read-only", "deny")
+        self.assertEqual(await deferToThread(writeOne, port, 4, 1234), ("exception", 0x01))
+        self.assertEqual(
+            await deferToThread(
+                pymodbusCall,
+                port,
+                lambda c: c.write_registers(4, [1, 2], device_id=1).exception_code,
+            ),
+            0x01,
+        )
+        self.assertEqual(self.seen(device), [])
+        self.assertEqual(await deferToThread(readOne, port, 4), ("value", 4))
+        self.assertEqual(self.seen(device), [(1, 3)])
+
+    async def test_cache(self):
+        """
+        C{--cache-ttl 1s}: identical reads, one after the other and at once,
+        reach the device once; a write through tcpmux forgets the value.
+        """
+        port, device = await self.lineDevice("--cache-ttl", "1s")
+        self.assertEqual(await deferToThread(readOne, port, 12), ("value", 12))
+        self.assertEqual(
+            await gatherResults([deferToThread(readOne, port, 12) for _ in range(4)]),
+            [("value", 12)] * 4,
+        )
+        self.assertEqual(self.seen(device), [(1, 3)])
+        self.assertEqual(await deferToThread(writeOne, port, 12, 5), ("written", 5))
+        self.assertEqual(await deferToThread(readOne, port, 12), ("value", 5))
+        self.assertEqual(self.seen(device), [(1, 3), (1, 6), (1, 3)])
+
+    async def test_requestGap(self):
+        """
+        C{--request-gap 50ms}: three clients read at once; the device
+        receives each request at least 50 ms after the one before.
+        """
+        port, device = await self.lineDevice("--request-gap", "50ms")
+
+        def reads(first):
+            return [readOne(port, first + i) for i in range(3)]
+
+        results = await gatherResults([deferToThread(reads, 10 * c) for c in range(3)])
+        self.assertEqual(
+            results, [[("value", 10 * c + i) for i in range(3)] for c in range(3)]
+        )
+        times = [at for at, _ in device.requests]
+        self.assertEqual(len(times), 9)
+        gaps = [later - earlier for earlier, later in zip(times, times[1:])]
+        self.assertGreaterEqual(min(gaps), 0.049)
+        # (And from each answer to the next request, as the gap is counted.)
+        self.assertEqual(len(device.silences()), 8)
+        self.assertGreaterEqual(min(device.silences()), 0.049)
+
+    async def test_readOnlyBroadcast(self):
+        """
+        A broadcast write (unit 0) under C{--read-only ignore} or C{deny}
+        is not sent and, as the broadcast itself would not be, not answered:
+        the client's next answer is its next request's.
+        """
+        for mode in ("ignore", "deny"):
+            port, device = await self.lineDevice("--read-only", mode)
+            client = await connect(self, port)
+            client.send(writeRequest(1, 60, 4321, unit=0) + readRequest(2, 60))
+            self.assertEqual(await client.receive(1), [adu(2, 1, bytes((3, 2, 0, 60)))])
+            self.assertEqual(self.seen(device), [(1, 3)])
+            self.assertEqual(exceptionCode(await ask(client, writeRequest(3, 60, 1))), (
+                None if mode == "ignore" else 0x01
+            ))
+
+    async def test_overConverter(self):
+        """
+        The same options with a transparent converter (C{--target-framing
+        rtu}, RTU frames over TCP): unit map, read-only, cache.
+        """
+        converter = Converter()
+        port, multiplexer = await startMultiplexer(
+            self, "modbus", converter.listen(self), "--target-framing", "rtu",
+            "--unit-map", "1=5", "--read-only", "deny:2", "--cache-ttl", "5s",
+            "--timeout", "5",
+        )
+        self.assertEqual(await deferToThread(readOne, port, 9, 1), ("value", 9))
+        self.assertEqual(await deferToThread(readOne, port, 9, 1), ("value", 9))
+        self.assertEqual(await deferToThread(writeOne, port, 9, 99, 2), ("exception", 0x01))
+        self.assertEqual(await deferToThread(writeOne, port, 9, 99, 1), ("written", 99))
+        self.assertEqual(await deferToThread(readOne, port, 9, 1), ("value", 99))
+        self.assertEqual(
+            [(frame[0], frame[1]) for frame in converter.requests],
+            [(5, 3), (5, 6), (5, 3)],
+        )

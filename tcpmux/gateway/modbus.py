@@ -187,19 +187,26 @@ class ReadOnly:
     quantity); 21, 22 and 23, whose answers tcpmux cannot make up (23 reads
     too), are denied.
 
+    A write to unit 0 when unit 0 is an RTU broadcast (C{silentBroadcast}:
+    its target speaks RTU, or the clients do) gets no answer at all, in
+    either mode, as the broadcast itself would have: its client expects
+    none, and an answer would be taken for the next request's.
+
     @param units: the unit ids (as the client writes them) the rule is for,
         or L{None} for every unit.
+    @param silentBroadcast: whether unit 0 is an RTU broadcast.
     """
 
     log = Logger()
 
-    def __init__(self, dispatcher, frames, mode, units=None):
+    def __init__(self, dispatcher, frames, mode, units=None, silentBroadcast=False):
         if mode not in ("deny", "ignore"):
             raise ValueError(f"unknown read-only mode {mode!r}")
         self.dispatcher = dispatcher
         self.frames = frames
         self.mode = mode
         self.units = units
+        self.silentBroadcast = silentBroadcast
 
     def dispatch(self, request, client, partReceived=None):
         code = functionCode(self.frames, request)
@@ -212,7 +219,10 @@ class ReadOnly:
         What the client is told instead of the device's answer.
         """
         unit = self.frames.unit(request)
-        if self.mode == "ignore" and code in ECHOED_WRITES | COUNTED_WRITES:
+        if self.silentBroadcast and unit == BROADCAST:
+            what = "left unanswered (a broadcast)"
+            answer = b""
+        elif self.mode == "ignore" and code in ECHOED_WRITES | COUNTED_WRITES:
             what = "answered as done"
             pdu = self.frames.pdu(request)
             answer = self.frames.build(

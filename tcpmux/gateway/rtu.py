@@ -169,6 +169,25 @@ def isRTU(application, options, address):
     return isSerial(address) or options.get("target-framing") == "rtu"
 
 
+def silentBroadcast(application, options):
+    """
+    Whether a client's request for unit 0 is an RTU broadcast, which no
+    device answers: the clients speak RTU themselves, or unit 0 (not mapped
+    to another unit by C{--unit-map}) goes to an RTU target.
+
+    @param options: checked L{tcpmux.tap.Options}: C{route} and C{unit-map}
+        converted.
+    """
+    if not isModbus(application):
+        return False
+    if application.name == RTU.name:
+        return True
+    if (options.get("unit-map") or {}).get(BROADCAST, BROADCAST) != BROADCAST:
+        return False
+    routes = options.get("route") or {}
+    return isRTU(application, options, routes.get(BROADCAST, options["target"]))
+
+
 def wrapTarget(target, application, endpoint, clock):
     """
     The RTU target whose connection(s) are C{target}: the line's silence
