@@ -115,7 +115,7 @@ def readLine(proc, timeout, what):
             return line
 
 
-def spawn(argv, cpus, log=None, env=None, stdin=None, quiet=False):
+def spawn(argv, cpus, log=None, env=None, stdin=None, quiet=False, cwd=None):
     """
     Start C{argv} pinned to C{cpus}. Its stdout is a pipe to read from,
     unless C{quiet}: then it goes to C{log} with stderr (a proxy's log must
@@ -128,6 +128,7 @@ def spawn(argv, cpus, log=None, env=None, stdin=None, quiet=False):
 
     return subprocess.Popen(
         argv,
+        cwd=cwd,
         stdin=stdin,
         stdout=(log or subprocess.DEVNULL) if quiet else subprocess.PIPE,
         stderr=log if log is not None else subprocess.DEVNULL,
@@ -314,11 +315,17 @@ class Bench:
                 str(max(1024, max(o.clients + o.idle_clients) + 16)),
                 *shlex.split(self.variants[system]),
             ]
+            # Another checkout (--checkout) runs its own code: first on the
+            # path, and the current directory (which "-c" puts first).
+            repo = self.checkouts.get(system, REPO)
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (str(REPO), env.get("PYTHONPATH")) if p
+                p for p in (str(repo), env.get("PYTHONPATH")) if p
             )
-        proc = spawn(argv, self.proxyCpus, log=self.log(system), env=env, quiet=True)
+        cwd = str(self.checkouts.get(system, REPO))
+        proc = spawn(
+            argv, self.proxyCpus, log=self.log(system), env=env, quiet=True, cwd=cwd
+        )
         waitListening(port, proc)
         return proc, port
 
@@ -540,6 +547,7 @@ class Bench:
     def run(self):
         o = self.options
         self.variants = dict(o.variants)
+        self.checkouts = dict(o.checkouts)
         if "modbus" in o.protocols and not o.no_modbus_proxy:
             self.modbusProxy = ensureModbusProxy(o)
         if "http" in o.protocols and not o.no_haproxy:
@@ -831,6 +839,15 @@ def parseArgs(argv=None):
         help="a tcpmux configuration: NAME=extra twistd tcpmux arguments "
         "(repeatable; the first is the reference); default: tcpmux=",
     )
+    parser.add_argument(
+        "--checkout",
+        action="append",
+        default=[],
+        dest="checkout_specs",
+        metavar="NAME=DIR",
+        help="also run tcpmux from another checkout (an earlier release, "
+        "say) in the same run, as variant NAME (repeatable)",
+    )
     parser.add_argument("--tcpmux-args", default="", help="extra arguments for the default tcpmux variant, e.g. '--connections 4'")
     parser.add_argument("--tcpmux-python", default=sys.executable, help="Python with Twisted, to run tcpmux")
     parser.add_argument("--target-latency", default="", help="the target answers after this delay (2ms)")
@@ -860,6 +877,13 @@ def parseArgs(argv=None):
         if not sep or not name or name in (DIRECT, DIRECT_CROSS, MODBUS_PROXY, HAPROXY):
             parser.error(f"--variant {spec!r}: NAME=ARGS, NAME not a reserved name")
         options.variants.append((name, args))
+    options.checkouts = {}
+    for spec in options.checkout_specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not os.path.isdir(path):
+            parser.error(f"--checkout {spec!r}: NAME=DIR, DIR a checkout of tcpmux")
+        options.checkouts[name] = Path(path).resolve()
+        options.variants.append((name, ""))
     for protocol in options.protocols:
         if protocol not in ("modbus", "echo", "http"):
             parser.error(f"unknown protocol {protocol!r}")

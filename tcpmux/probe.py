@@ -676,7 +676,7 @@ def report(result, settings):
     return [
         f"{PROGRAM}: {settings.target}, {settings.readName()}",
         f"  connections at once  {r.maxConnections}{capped}",
-        f"  pipelining           "
+        "  pipelining           "
         + ("yes" if r.pipelining else "no")
         + f" ({settings.pipeline} reads in one write)",
         f"  round trip           {trip}",

@@ -38,12 +38,10 @@ C{--protocol modbus-serial} clients already speak RTU: their frames pass
 as they are (no L{RTUTarget}), over the same connection and silence.
 """
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import succeed
 from twisted.internet.endpoints import clientFromString
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
-from tcpmux.errors import TargetTimeout
 from tcpmux.gateway.modbus import (
     BROADCAST,
     ILLEGAL_FUNCTION,
@@ -60,7 +58,7 @@ from tcpmux.protocols.modbus_serial import RESPONSE_SIZES, RTUResponseReceiver
 from tcpmux.target.factory import TargetClientFactory
 from tcpmux.target.serial import SerialClientEndpoint, checkAvailable, isSerial
 from tcpmux.target.session import TargetSession
-from tcpmux.target.wrapper import TargetWrapper
+from tcpmux.target.wrapper import SpacedTarget, TargetWrapper
 from tcpmux.writing import writeNow
 
 # The application whose framers read the target's RTU frames.
@@ -262,7 +260,7 @@ class RTUConnection(TargetClientFactory):
 # -- on the way
 
 
-class SilentLine(TargetWrapper):
+class SilentLine(SpacedTarget):
     """
     Leaves the line quiet between frames: C{silence} seconds after each
     answer (or failure) before the next frame is written; after a broadcast,
@@ -273,47 +271,19 @@ class SilentLine(TargetWrapper):
     each request's deadline.
     """
 
+    waitingFor = "the line's silence"
+
     def __init__(
         self, target, clock, silence=0.0, characterTime=0.0, turnaround=BROADCAST_TURNAROUND
     ):
-        TargetWrapper.__init__(self, target)
-        self.clock = clock
-        self.silence = silence
+        SpacedTarget.__init__(self, target, silence, clock)
         self.characterTime = characterTime
         self.turnaround = turnaround
-        self._quietUntil = None
 
-    def roundTrip(self, request, deadline=None, partReceived=None):
-        wait = 0.0
-        if self._quietUntil is not None:
-            wait = self._quietUntil - self.clock.seconds()
-        if wait <= 0:
-            return self._send(request, deadline, partReceived)
-
-        def cancel(waited):
-            call.cancel()
-            waited.errback(
-                Failure(TargetTimeout("not sent: given up while the line was quiet"))
-            )
-
-        waited = Deferred(canceller=cancel)
-        call = self.clock.callLater(wait, waited.callback, None)
-        return waited.addCallback(lambda ignored: self._send(request, deadline, partReceived))
-
-    def _send(self, request, deadline, partReceived):
+    def quietAfter(self, request):
         if request[0] == BROADCAST:
-            quiet = len(request) * self.characterTime + self.silence + self.turnaround
-        else:
-            quiet = self.silence
-        # (Until the answer, the queue sends nothing else.)
-        self._quietUntil = None
-        return self.target.roundTrip(request, deadline, partReceived).addBoth(
-            self._done, quiet
-        )
-
-    def _done(self, result, quiet):
-        self._quietUntil = self.clock.seconds() + quiet
-        return result
+            return len(request) * self.characterTime + self.gap + self.turnaround
+        return self.gap
 
 
 class RTUTarget(TargetWrapper):

@@ -11,19 +11,19 @@ with C{--pipeline K}, K requests are in flight at once.
 """
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tcpmux.errors import InvalidResponse, TargetLost, TargetTimeout
 from tcpmux.interfaces import IResponseReceiver
-from tcpmux.writing import noDelay, writeNow
+from tcpmux.target.session import ConnectionReceiver
+from tcpmux.writing import writeNow
 
 ID_SPACE = 0x10000
 
 
 @implementer(IResponseReceiver)
-class PipelinedTargetSession:
+class PipelinedTargetSession(ConnectionReceiver):
     """
     The receiver of a target connection carrying up to C{capacity} round
     trips at once. When a round trip is abandoned the connection is
@@ -40,12 +40,7 @@ class PipelinedTargetSession:
     @ivar inFlight: wire id -> (round trip's L{Deferred}, request).
     """
 
-    log = Logger()
-    framer = None
-    transport = None
-    retired = False
     _wrapped = False
-    _trailingCounted = False
 
     def __init__(self, factory, pipelining, capacity):
         self.factory = factory
@@ -78,30 +73,17 @@ class PipelinedTargetSession:
 
     # IResponseReceiver
 
-    def startReceiving(self, framer):
-        self.framer = framer
-        self.transport = framer.transport
-        noDelay(self.transport)
-        self.factory.targetConnected(self)
-
     def messageReceived(self, response):
         if self.retired:
-            if self._trailingCounted:
-                # The bytes counted as dropped when they were seen.
-                self._trailingCounted = False
-            else:
-                self.factory.droppedResponses += 1
+            self._droppedWhileRetired()
             return
         wireId = self.pipelining.responseId(response)
         entry = self.inFlight.pop(wireId, None)
         if entry is not None:
             pending, request = entry
-            if self.capacity == 1 and self.framer.buffered():
-                # One request at a time, and more bytes came after its answer
-                # in the same read: nothing asked for them. (They could even
-                # carry the id the next request is about to get.)
-                self.factory.droppedResponses += 1
-                self._trailingCounted = True
+            if self.capacity == 1 and self._bytesFollowAnswer():
+                # One request at a time, so nothing asked for them. (They
+                # could even carry the id the next request is about to get.)
                 self._renew("unrequested bytes after a response")
             pending.callback(self.pipelining.responseFor(response, request))
         elif self._issued(wireId):
@@ -129,15 +111,10 @@ class PipelinedTargetSession:
         why = f"unframeable response: {reason}"
         self._renew(why, error=InvalidResponse(why))
 
-    def inputEnded(self):
-        # The target will send nothing more: close, and fail what it owes.
-        self.transport.loseConnection()
-
     def stopReceiving(self, reason):
         inFlight, self.inFlight = self.inFlight, {}
         self._failAll(inFlight, TargetLost("the connection to the target closed"))
-        self.factory.targetLost(self, reason)
-        self.framer = None  # no cycle: freed by reference counting
+        self._lost(reason)
 
     def _abandon(self, wireId):
         # Whoever asked gave up on this answer: it may still come, with an

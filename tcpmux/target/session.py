@@ -13,8 +13,61 @@ from tcpmux.interfaces import IResponseReceiver
 from tcpmux.writing import noDelay, writeNow
 
 
+class ConnectionReceiver:
+    """
+    What every target session does with its connection, whether it carries
+    one round trip at a time or several matched by id.
+
+    @ivar framer: the response framer this session receives from.
+    @ivar retired: whether the connection was taken out of service; what it
+        delivers from then on reaches no one.
+    """
+
+    log = Logger()
+    framer = None
+    transport = None
+    retired = False
+    # Whether the bytes after an answer were counted as dropped already.
+    _trailingCounted = False
+
+    def startReceiving(self, framer):
+        self.framer = framer
+        self.transport = framer.transport
+        noDelay(self.transport)
+        self.factory.targetConnected(self)
+
+    def inputEnded(self):
+        # The target will send nothing more: close, and fail what it owes.
+        self.transport.loseConnection()
+
+    def _droppedWhileRetired(self):
+        """
+        A message from a retired connection reaches no one: count it, unless
+        it was counted as the bytes after an answer.
+        """
+        if self._trailingCounted:
+            self._trailingCounted = False
+        else:
+            self.factory.droppedResponses += 1
+
+    def _bytesFollowAnswer(self):
+        """
+        Whether more bytes came after the answer being delivered, in the same
+        read (nothing asked for them); if so they are counted as dropped.
+        """
+        if not self.framer.buffered():
+            return False
+        self.factory.droppedResponses += 1
+        self._trailingCounted = True
+        return True
+
+    def _lost(self, reason):
+        self.factory.targetLost(self, reason)
+        self.framer = None  # no cycle: freed by reference counting
+
+
 @implementer(IResponseReceiver)
-class TargetSession:
+class TargetSession(ConnectionReceiver):
     """
     The receiver of one target connection's response framer: writes a
     request, and fires its round trip with the whole response.
@@ -28,16 +81,11 @@ class TargetSession:
     written: for protocols whose responses name nothing, it is taken as the
     answer to that request.
 
-    @ivar framer: the response framer this session receives from.
     @ivar pending: the round trip in flight, or L{None}.
     """
 
-    log = Logger()
-    transport = None
     pending = None
-    retired = False
     _partReceived = None
-    _trailingCounted = False
 
     def __init__(self, factory, framer=None):
         self.factory = factory
@@ -64,19 +112,9 @@ class TargetSession:
 
     # IResponseReceiver
 
-    def startReceiving(self, framer):
-        self.framer = framer
-        self.transport = framer.transport
-        noDelay(self.transport)
-        self.factory.targetConnected(self)
-
     def messageReceived(self, response):
         if self.retired:
-            if self._trailingCounted:
-                # The bytes counted as dropped when they were seen.
-                self._trailingCounted = False
-            else:
-                self.factory.droppedResponses += 1
+            self._droppedWhileRetired()
             return
         pending = self._takePending()
         if pending is None:
@@ -85,12 +123,9 @@ class TargetSession:
             self.factory.droppedResponses += 1
             self._retire("a response that answers no request")
             return
-        if self.framer.buffered():
-            # More bytes came after the answer in the same read, and nothing
-            # asked for them: the answer goes to its client, and the next
-            # request to a new connection.
-            self.factory.droppedResponses += 1
-            self._trailingCounted = True
+        if self._bytesFollowAnswer():
+            # The answer goes to its client, and the next request to a new
+            # connection.
             self._retire("unrequested bytes after a response")
         pending.callback(response)
 
@@ -113,16 +148,11 @@ class TargetSession:
         if pending is not None:
             pending.errback(Failure(InvalidResponse(why)))
 
-    def inputEnded(self):
-        # The target will send nothing more: close, and fail what it owes.
-        self.transport.loseConnection()
-
     def stopReceiving(self, reason):
         pending = self._takePending()
         if pending is not None:
             pending.errback(Failure(TargetLost("the connection to the target closed")))
-        self.factory.targetLost(self, reason)
-        self.framer = None  # no cycle: freed by reference counting
+        self._lost(reason)
 
     def _abandon(self, pending):
         # Whoever asked gave up (its deadline): the answer may still come,

@@ -58,25 +58,34 @@ class SpacedTarget(TargetWrapper):
     deadline.
     """
 
+    # Said when a request is given up while it waits.
+    waitingFor = "the request gap"
+
     def __init__(self, target, gap, clock):
         TargetWrapper.__init__(self, target)
         self.gap = gap
         self.clock = clock
-        self._lastAnswer = None
+        self._quietUntil = None
+
+    def quietAfter(self, request):
+        """
+        Seconds the target is left alone after the answer to C{request}.
+        """
+        return self.gap
 
     def roundTrip(self, request, deadline=None, partReceived=None):
         wait = 0.0
-        if self._lastAnswer is not None:
-            wait = self._lastAnswer + self.gap - self.clock.seconds()
+        if self._quietUntil is not None:
+            wait = self._quietUntil - self.clock.seconds()
         if wait <= 0:
             return self._send(request, deadline, partReceived)
 
         def cancel(waited):
-            # Given up during the gap: not sent (ITarget's TargetTimeout,
+            # Given up while waiting: not sent (ITarget's TargetTimeout,
             # not a bare CancelledError).
             call.cancel()
             waited.errback(
-                Failure(TargetTimeout("not sent: given up during the request gap"))
+                Failure(TargetTimeout(f"not sent: given up during {self.waitingFor}"))
             )
 
         waited = Deferred(canceller=cancel)
@@ -86,10 +95,12 @@ class SpacedTarget(TargetWrapper):
         )
 
     def _send(self, request, deadline, partReceived):
+        # Until the answer, the queue sends nothing else.
+        self._quietUntil = None
         return self.target.roundTrip(request, deadline, partReceived).addBoth(
-            self._answered
+            self._answered, self.quietAfter(request)
         )
 
-    def _answered(self, result):
-        self._lastAnswer = self.clock.seconds()
+    def _answered(self, result, quiet):
+        self._quietUntil = self.clock.seconds() + quiet
         return result
