@@ -43,6 +43,7 @@ from twisted.python import usage
 
 from tcpmux import versions
 from tcpmux.config import parseCount, parseDuration, targetEndpoint
+from tcpmux.protocols.modbus import ModbusTCPReceiver
 
 PROGRAM = "tcpmux-probe"
 
@@ -144,13 +145,16 @@ class ModbusReader(Protocol):
         self.connectedAt = None
         self.lost = Deferred()
         self.strays = 0
-        self._buffer = b""
         self._pending = {}
         self._tid = firstTid - 1
 
     def connectionMade(self):
         self.connected = True
         self.connectedAt = self.reactor.seconds()
+        # tcpmux's own Modbus TCP framer cuts the answers; this reader is
+        # its receiver.
+        self._framer = ModbusTCPReceiver(self)
+        self._framer.makeConnection(self.transport)
 
     def nextTid(self):
         self._tid = self._tid % 0xFFFF + 1
@@ -184,24 +188,32 @@ class ModbusReader(Protocol):
         return waits
 
     def dataReceived(self, data):
-        self._buffer += data
-        while len(self._buffer) >= 6:
-            tid, protocol, length = struct.unpack(">HHH", self._buffer[:6])
-            if protocol != 0 or not 2 <= length <= 254:
-                self._garbage(f"not Modbus TCP (protocol id {protocol}, length {length})")
-                return
-            if len(self._buffer) < 6 + length:
-                return
-            frame, self._buffer = self._buffer[: 6 + length], self._buffer[6 + length :]
-            d = self._pending.pop(tid, None)
-            if d is None:
-                self.strays += 1
-                continue
-            outcome = self._answer(frame)
-            if isinstance(outcome, Exception):
-                d.errback(outcome)
-            else:
-                d.callback(outcome)
+        self._framer.dataReceived(data)
+
+    # The framer's receiver.
+
+    def startReceiving(self, framer):
+        pass
+
+    def messageReceived(self, frame):
+        d = self._pending.pop(frame[0] << 8 | frame[1], None)
+        if d is None:
+            self.strays += 1
+            return
+        outcome = self._answer(frame)
+        if isinstance(outcome, Exception):
+            d.errback(outcome)
+        else:
+            d.callback(outcome)
+
+    def framingError(self, reason, reply):
+        self._garbage(f"not Modbus TCP ({reason})")
+
+    def inputEnded(self):
+        pass
+
+    def stopReceiving(self, reason):
+        pass
 
     def _answer(self, frame):
         function = frame[7]
