@@ -62,6 +62,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 MODBUS_PROXY_VENV = HERE / ".venv-modbus-proxy"
+TCPMUX_VENV = HERE / ".venv-tcpmux"
+
+sys.path.insert(0, str(HERE))
+from target import loopNames  # noqa: E402
 DIRECT = "direct"
 DIRECT_CROSS = "direct@proxy-core"
 MODBUS_PROXY = "modbus-proxy"
@@ -221,6 +225,46 @@ def ensureModbusProxy(options):
     return str(exe) if exe.exists() else None
 
 
+def ensurePlainTcpmux(options):
+    """
+    The Python that runs tcpmux: C{--tcpmux-python}, or else a virtualenv
+    (benchmarks/.venv-tcpmux, made on first use) holding only what
+    C{pip install tcpmux} installs, so that memory is measured as users get
+    it (a test or tls extra's pyOpenSSL, which Twisted's reactor imports
+    when it is there, costs about 12 MB). The code itself comes from the
+    checkout, through C{PYTHONPATH}.
+    """
+    if options.tcpmux_python:
+        return options.tcpmux_python
+    python = TCPMUX_VENV / "bin" / "python"
+    if python.exists():
+        return str(python)
+    import configparser
+
+    setup = configparser.ConfigParser()
+    setup.read(REPO / "setup.cfg")
+    requirements = [
+        line.strip()
+        for line in setup["options"]["install_requires"].splitlines()
+        if line.strip()
+    ]
+    print(f"Installing tcpmux's dependencies into {TCPMUX_VENV.name} ...", flush=True)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(TCPMUX_VENV)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", *requirements],
+            check=True,
+        )
+    except (subprocess.CalledProcessError, OSError) as e:
+        print(
+            f"WARNING: cannot make {TCPMUX_VENV.name} ({e}); tcpmux runs on "
+            f"{sys.executable}, whose extras may add to its memory",
+            flush=True,
+        )
+        return sys.executable
+    return str(python)
+
+
 def findHAProxy(options):
     """
     The haproxy executable (the http peer), or L{None}, saying so: the
@@ -256,6 +300,7 @@ class Bench:
         self.modbusProxy = None
         self.haproxy = None
         self.serial = 0
+        self.tcpmuxPython = ensurePlainTcpmux(options)
 
     def log(self, name):
         self.serial += 1
@@ -263,7 +308,7 @@ class Bench:
 
     def startTarget(self, protocol, corruptEvery=0):
         o = self.options
-        argv = [sys.executable, str(HERE / "target.py"), "-p", protocol]
+        argv = [sys.executable, str(HERE / "target.py"), "-p", protocol, "--loop", o.rig_loop]
         if o.target_latency:
             argv += ["--latency", o.target_latency]
         if o.target_connections_limit:
@@ -295,7 +340,7 @@ class Bench:
             env = None
         else:
             twistd = [
-                o.tcpmux_python,
+                self.tcpmuxPython,
                 "-c",
                 "from twisted.scripts.twistd import run; run()",
                 "-n",
@@ -343,6 +388,8 @@ class Bench:
                 str(HERE / "load.py"),
                 "-p",
                 protocol,
+                "--loop",
+                self.options.rig_loop,
                 "--port",
                 str(port),
                 "--clients",
@@ -562,9 +609,17 @@ class Bench:
                 f"load on {sorted(self.loadCpus)}"
                 if self.pinned
                 else "not pinned"
-            ),
+            )
+            + f"; target and load on {o.rig_loop}'s event loop",
             flush=True,
         )
+        if o.rig_loop == "asyncio":
+            print(
+                "NOTE: uvloop is not installed (pip install -r "
+                "benchmarks/rig-requirements.txt): on asyncio's own loop the "
+                "target and the load can be what sets the pace",
+                flush=True,
+            )
         for i, (kind, protocol, system, clients, procs) in enumerate(plan, 1):
             if kind == "idle":
                 cell = self.runIdle(protocol, system, clients)
@@ -759,6 +814,8 @@ def report(cells, options, variants, elapsed, bench):
                         "load_check": options.load_check,
                         "variants": variants,
                         "target_latency": options.target_latency,
+                        "rig_loop": options.rig_loop,
+                        "tcpmux_python": bench.tcpmuxPython,
                         "cpus": {
                             "proxy": sorted(bench.proxyCpus) if bench.pinned else None,
                             "target": sorted(bench.targetCpus) if bench.pinned else None,
@@ -849,7 +906,18 @@ def parseArgs(argv=None):
         "say) in the same run, as variant NAME (repeatable)",
     )
     parser.add_argument("--tcpmux-args", default="", help="extra arguments for the default tcpmux variant, e.g. '--connections 4'")
-    parser.add_argument("--tcpmux-python", default=sys.executable, help="Python with Twisted, to run tcpmux")
+    parser.add_argument(
+        "--tcpmux-python",
+        help="Python with Twisted, to run tcpmux (default: a virtualenv with "
+        "only tcpmux's dependencies, benchmarks/.venv-tcpmux, made on first use)",
+    )
+    parser.add_argument(
+        "--rig-loop",
+        choices=loopNames(),
+        default=loopNames()[0],
+        help="the event loop of the target and the load (default: uvloop "
+        "when installed: pip install -r benchmarks/rig-requirements.txt)",
+    )
     parser.add_argument("--target-latency", default="", help="the target answers after this delay (2ms)")
     parser.add_argument("--target-connections-limit", type=int, default=0)
     parser.add_argument("--no-modbus-proxy", action="store_true")

@@ -52,7 +52,7 @@ from array import array
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from target import httpBody, registerValues  # noqa: E402
+from target import addLoopOption, httpBody, registerValues, runOn  # noqa: E402
 
 HEADER = struct.Struct(">HHHB")
 
@@ -407,8 +407,10 @@ def parseArgs(argv=None):
     )
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--duration", type=float, default=3.0)
+    addLoopOption(parser)
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(parseArgs())))
+    options = parseArgs()
+    sys.exit(runOn(options.loop, main(options)))

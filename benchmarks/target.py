@@ -28,7 +28,10 @@ that accepts only one client).
 On SIGTERM or SIGINT the target prints one JSON line of statistics on stdout
 (requests answered, connections accepted, most connections at once) and exits.
 
-Only the standard library: it runs under any Python 3.9+.
+Only the standard library, and uvloop when it is installed
+(C{--loop}; C{pip install -r benchmarks/rig-requirements.txt}): the target
+and the load share a core, and on asyncio's own loop they, rather than the
+proxy between them, can set the pace.
 """
 
 import argparse
@@ -40,6 +43,38 @@ import struct
 import sys
 
 HEADER = struct.Struct(">HHHB")  # transaction id, protocol id, length, unit id
+
+
+def loopNames():
+    """
+    The event loops this Python can run the rig on, the preferred first.
+    """
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return ["asyncio"]
+    return ["uvloop", "asyncio"]
+
+
+def addLoopOption(parser):
+    names = loopNames()
+    parser.add_argument(
+        "--loop",
+        choices=names,
+        default=names[0],
+        help="the event loop (default: uvloop when installed)",
+    )
+
+
+def runOn(loop, main):
+    """
+    Run the coroutine C{main} on the event loop named C{loop}.
+    """
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(main)
+    return asyncio.run(main)
 
 
 def parseDuration(text):
@@ -304,9 +339,10 @@ def main(argv=None):
         help="modbus: make every Nth answer wrong (to check the load "
         "generator's verification)",
     )
+    addLoopOption(parser)
     options = parser.parse_args(argv)
     try:
-        asyncio.run(serve(options))
+        runOn(options.loop, serve(options))
     except KeyboardInterrupt:
         pass
     return 0
