@@ -301,6 +301,7 @@ class Bench:
         self.haproxy = None
         self.serial = 0
         self.tcpmuxPython = ensurePlainTcpmux(options)
+        self.checkouts = dict(options.checkouts)
 
     def log(self, name):
         self.serial += 1

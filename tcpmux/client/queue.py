@@ -32,17 +32,29 @@ class RoundTrip:
     @ivar result: a L{Deferred} that fires with the whole response, or
         fails with a L{GatewayError}.
     @ivar sent: whether its turn came and it went to the target.
+    @ivar expired: whether its deadline passed before it was answered.
     """
 
-    sent = False
-    withdrawn = False
-    deadline = None
-    result = None
+    __slots__ = (
+        "request",
+        "client",
+        "partReceived",
+        "result",
+        "sent",
+        "withdrawn",
+        "expired",
+        "deadline",
+        "submittedAt",
+        "sentAt",
+    )
 
-    def __init__(self, request, client, partReceived):
+    def __init__(self, request, client, partReceived, submittedAt):
         self.request = request
         self.client = client
         self.partReceived = partReceived
+        self.submittedAt = submittedAt
+        self.result = self.deadline = self.sentAt = None
+        self.sent = self.withdrawn = self.expired = False
 
     def withdraw(self):
         """
@@ -62,12 +74,16 @@ class RoundTripQueue:
     in the order they were submitted.
 
     Each round trip has one deadline, C{timeout} seconds from when it is
-    submitted, enforced by L{Deferred.addTimeout}: waiting for its turn,
-    for a connection and for the answer all count. When it passes, the
-    round trip is cancelled wherever it is, and what it was doing then
-    says what its client is told: L{TargetTimeout} if it was waiting for its
-    turn or for the answer, L{TargetUnavailable} if it was waiting for a
-    connection.
+    submitted: waiting for its turn, for a connection and for the answer
+    all count. When it passes, the round trip is cancelled wherever it is,
+    and what it was doing then says what its client is told:
+    L{TargetTimeout} if it was waiting for its turn or for the answer,
+    L{TargetUnavailable} if it was waiting for a connection.
+
+    Every round trip has the same timeout, so deadlines come in the order
+    round trips are submitted: one timer, set for the oldest unanswered
+    round trip's deadline, serves them all, instead of a timer set and
+    cancelled for each.
 
     @ivar stopping: once set, every round trip fails at once.
     @ivar stats: the L{RoundTripStats} of its round trips (C{--metrics}).
@@ -89,6 +105,11 @@ class RoundTripQueue:
             self.lock = DeferredSemaphore(self.concurrency)
         self.failures = RepeatedWarnings(self.log, clock)
         self.stats = RoundTripStats()
+        # Unanswered round trips with a deadline, oldest first (a dict keeps
+        # the order, and forgets an answered one at once), and the timer
+        # for the oldest one's deadline.
+        self._unanswered = {}
+        self._deadlineCall = None
 
     @property
     def depth(self):
@@ -105,73 +126,54 @@ class RoundTripQueue:
             passed on before it is whole.
         @return: its L{RoundTrip}.
         """
-        trip = RoundTrip(request, client, partReceived)
-        trip.submittedAt = self.clock.seconds()
+        trip = RoundTrip(request, client, partReceived, self.clock.seconds())
         if self.verbose:
             self._dump("request from", client, request)
         if self.stopping:
             trip.result = fail(TargetUnavailable("tcpmux is stopping"))
-        else:
-            # The lock is released before the result's callbacks run, so the
-            # next request is already on its way to the target while this
-            # answer is written.
-            if self.timeout:
-                trip.deadline = trip.submittedAt + self.timeout
-            trip.result = self.lock.run(self._send, trip)
-            if self.timeout:
-                trip.result.addTimeout(
-                    self.timeout,
-                    self.clock,
-                    onTimeoutCancel=lambda result, timeout: self._expired(
-                        result, timeout, trip
-                    ),
+            trip.result.addErrback(self._failed, trip)
+            return trip
+        if self.timeout:
+            trip.deadline = trip.submittedAt + self.timeout
+            self._unanswered[trip] = None
+            if self._deadlineCall is None:
+                self._deadlineCall = self.clock.callLater(
+                    self.timeout, self._deadlinePassed
                 )
+        # Its turn: the lock. Once answered, _finished releases the lock
+        # before the result's callbacks run, so the next request is already
+        # on its way to the target while this answer is written.
+        trip.result = self.lock.acquire()
         trip.result.addCallbacks(
-            self._answered, self._failed, callbackArgs=(trip,), errbackArgs=(trip,)
+            self._send, self._failed, callbackArgs=(trip,), errbackArgs=(trip,)
         )
         return trip
 
-    def _send(self, trip):
-        if self.stopping:
-            return fail(TargetUnavailable("tcpmux is stopping"))
+    def _send(self, lock, trip):
         trip.sent = True
         trip.sentAt = self.clock.seconds()
-        return self.target.roundTrip(trip.request, trip.deadline, trip.partReceived)
+        if self.stopping:
+            answer = fail(TargetUnavailable("tcpmux is stopping"))
+        else:
+            try:
+                answer = self.target.roundTrip(
+                    trip.request, trip.deadline, trip.partReceived
+                )
+            except BaseException:
+                answer = fail()
+        # The result waits for the answer (and is cancelled through it).
+        return answer.addBoth(self._finished, trip)
 
-    def _expired(self, result, timeout, trip):
+    def _finished(self, answer, trip):
         """
-        The deadline passed and C{trip} was cancelled: say why in the
-        client's terms.
+        The target answered C{trip}, or failed it: let the next one go,
+        count it, and pass the answer (or the failure, in its client's
+        terms) on.
         """
-        if result.check(CancelledError):
-            # Still waiting for its turn: never sent.
-            return Failure(
-                TargetTimeout(
-                    f"no answer within {timeout}s: still waiting for its "
-                    "turn, not sent"
-                )
-            )
-        if result.check(TargetUnavailable):
-            now = self.clock.seconds()
-            if now - trip.sentAt > trip.sentAt - trip.submittedAt:
-                # Most of its time went waiting for a connection.
-                return Failure(
-                    TargetUnavailable(
-                        f"no connection to the target within {timeout}s"
-                    )
-                )
-            return Failure(
-                TargetTimeout(
-                    f"no answer within {timeout}s: its turn came too late"
-                )
-            )
-        if result.check(TargetTimeout):
-            return Failure(
-                TargetTimeout(f"no response from the target within {timeout}s")
-            )
-        return result
-
-    def _answered(self, response, trip):
+        self.lock.release()
+        self._forget(trip)
+        if isinstance(answer, Failure):
+            return self._failed(answer, trip)
         now = self.clock.seconds()
         stats = self.stats
         stats.ok += 1
@@ -180,12 +182,73 @@ class RoundTripQueue:
         stats.latency[bisect_left(LATENCY_BOUNDS, seconds)] += 1
         stats.latencySum += seconds
         if self.verbose:
-            self._dump("response to", trip.client, response, trip)
-        return response
+            self._dump("response to", trip.client, answer, trip)
+        return answer
+
+    def _deadlinePassed(self):
+        """
+        The oldest unanswered round trip's deadline may have passed: cancel
+        every round trip whose has, and wait for the next.
+        """
+        self._deadlineCall = None
+        now = self.clock.seconds()
+        expired = []
+        for trip in self._unanswered:
+            if trip.deadline > now:
+                self._deadlineCall = self.clock.callLater(
+                    trip.deadline - now, self._deadlinePassed
+                )
+                break
+            expired.append(trip)
+        for trip in expired:
+            # (Cancelling one may have ended another: skip it then.)
+            if self._unanswered.pop(trip, 1) is None:
+                trip.expired = True
+                trip.result.cancel()
+
+    def _explain(self, failure, trip):
+        """
+        C{trip}'s deadline passed and it was cancelled with C{failure}: say
+        why in the client's terms.
+        """
+        timeout = self.timeout
+        if failure.check(CancelledError):
+            # Still waiting for its turn: never sent.
+            return TargetTimeout(
+                f"no answer within {timeout}s: still waiting for its turn, not sent"
+            )
+        if failure.check(TargetUnavailable):
+            now = self.clock.seconds()
+            if now - trip.sentAt > trip.sentAt - trip.submittedAt:
+                # Most of its time went waiting for a connection.
+                return TargetUnavailable(f"no connection to the target within {timeout}s")
+            return TargetTimeout(f"no answer within {timeout}s: its turn came too late")
+        if failure.check(TargetTimeout):
+            return TargetTimeout(f"no response from the target within {timeout}s")
+        return None
+
+    def _forget(self, trip):
+        """
+        C{trip} was answered or failed: its deadline no longer counts.
+        """
+        unanswered = self._unanswered
+        if (
+            unanswered.pop(trip, 1) is None
+            and not unanswered
+            and self._deadlineCall is not None
+        ):
+            # (Nothing left to time: no timer outlives the queue's work.)
+            self._deadlineCall.cancel()
+            self._deadlineCall = None
 
     def _failed(self, failure, trip):
+        self._forget(trip)
         if trip.withdrawn:
             return None
+        if trip.expired:
+            error = self._explain(failure, trip)
+            if error is not None:
+                failure = Failure(error)
         if failure.check(GatewayError):
             error = failure.value
             if isinstance(error, TargetTimeout):
