@@ -1008,6 +1008,41 @@ class PropertyTests(SynchronousTestCase):
             0.0,
         )
 
+    def test_withdrawnReadOvertaken(self):
+        """
+        A read whose client withdrew after the device carried it out, and
+        whose (old) values come after a write is done, does not refresh the
+        items: a read sent after the write must not get them.
+        """
+        # The write on its way when the read is sent (as hypothesis found
+        # it), then sent after the read was withdrawn.
+        self.drive(
+            [
+                ("write", 6, 0, 1),
+                ("read", 0, 1),
+                ("execute", 1),
+                ("withdraw", 1),
+                ("deliver", 0),
+                ("deliver", 0),
+                ("read", 0, 1),
+            ],
+            False,
+            0.0,
+        )
+        self.drive(
+            [
+                ("read", 0, 1),
+                ("execute", 0),
+                ("withdraw", 0),
+                ("write", 6, 0, 1),
+                ("deliver", 1),
+                ("deliver", 0),
+                ("read", 0, 1),
+            ],
+            False,
+            0.0,
+        )
+
     def drive(self, ops, warm, stale):
         h = Harness(auto=False, ttl=1.0, stale=stale, warm=warm)
         device, model = h.device, Model()

@@ -216,6 +216,10 @@ class ModbusCache:
         # (unit, function code, start, quantity) -> the _Fetch on its way
         # that an identical read may share.
         self._fetches = {}
+        # Every _Fetch on its way, shared or not: one its clients all
+        # withdrew from is no longer shared, but if it had gone to the
+        # device its answer still comes, and a write must still reach it.
+        self._reading = set()
         # (unit, table, start, end) of each write on its way.
         self._writing = []
         self._reportedAt = None
@@ -307,6 +311,7 @@ class ModbusCache:
         # Registered before it is dispatched: an answer that comes at once
         # (a gateway inside answering) unregisters it.
         self._fetches[key] = fetch
+        self._reading.add(fetch)
         fetch.start(self.inner.dispatch(request, client))
         return fetch
 
@@ -316,6 +321,7 @@ class ModbusCache:
         unless a write touching them was on its way meanwhile.
         """
         fetch.done = True
+        self._reading.discard(fetch)
         if self._fetches.get(fetch.key) is fetch:
             del self._fetches[fetch.key]
         if isinstance(response, bytes) and fetch.clean and not self._written(fetch):
@@ -428,15 +434,18 @@ class ModbusCache:
             base = itemKey(unit, table, 0)
             for address in range(start, end):
                 items.pop(base + address, None)
-        for key in list(self._fetches):
-            fUnit, code, fStart, quantity = key
+        # Not only the shared ones: see _reading.
+        for fetch in self._reading:
+            fUnit, code, fStart, quantity = fetch.key
             if (
                 READS[code][0] == table
                 and (unit == BROADCAST or fUnit == unit)
                 and fStart < end
                 and start < fStart + quantity
             ):
-                self._fetches.pop(key).clean = False
+                fetch.clean = False
+                if self._fetches.get(fetch.key) is fetch:
+                    del self._fetches[fetch.key]
 
     # counters
 
@@ -511,6 +520,9 @@ class _Fetch:
         self.askers -= 1
         if self.askers or self.done:
             return
+        # No longer shared, but still in _reading: if it went to the device
+        # already, its answer still comes, and may refresh the items only
+        # if no write touched them meanwhile.
         fetches = self.cache._fetches
         if fetches.get(self.key) is self:
             del fetches[self.key]
