@@ -14,22 +14,23 @@ from twisted.internet.endpoints import (
     serverFromString,
 )
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
-_SCALE = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(us|ms|s|m|h)?\s*$")
+_SCALE = {"us": 1e-6, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 _HOST_PORT = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]]+)):(?P<port>\d+)$")
 
 
 def parseDuration(text):
     """
-    Seconds from C{"1.5"}, C{"500ms"}, C{"2s"}, C{"1m"} or C{"1h"}.
+    Seconds from C{"1.5"}, C{"100us"}, C{"500ms"}, C{"2s"}, C{"1m"} or
+    C{"1h"}.
 
     @raise ValueError: for anything else, or a negative duration.
     """
     match = _DURATION.match(str(text))
     if match is None:
         raise ValueError(
-            f"{text!r} is not a duration: use seconds, or a number with ms, s, m or h"
+            f"{text!r} is not a duration: use seconds, or a number with us, ms, s, m or h"
         )
     return float(match.group(1)) * _SCALE[match.group(2)]
 

@@ -62,6 +62,7 @@ class Multiplexer(ServerFactory):
         clock=None,
         routes=None,
         gateways=(),
+        busyPoll=0,
     ):
         if clock is None:
             from twisted.internet import reactor as clock
@@ -72,6 +73,7 @@ class Multiplexer(ServerFactory):
         self.maxClientBuffer = maxClientBuffer
         self.timeout = timeout
         self.clientTimeout = clientTimeout
+        self.busyPoll = busyPoll
         self.routes = dict(routes or {})
         self.queue = self._queueFor(target, verbose)
         self.queues = Routes(
@@ -86,7 +88,12 @@ class Multiplexer(ServerFactory):
 
     def _queueFor(self, target, verbose):
         return RoundTripQueue(
-            target, self.clock, self.timeout, verbose, self.application.describe
+            target,
+            self.clock,
+            self.timeout,
+            verbose,
+            self.application.describe,
+            busyPoll=self.busyPoll,
         )
 
     @property

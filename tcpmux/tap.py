@@ -39,8 +39,8 @@ class Options(usage.Options):
         "bytes are cut into whole requests by the application protocol's "
         "framer; one request/response round trip at a time crosses the "
         "single target connection, and each response goes back to the "
-        "client that asked. Durations are seconds, or a number with ms, s, "
-        "m or h (500ms, 2s, 1m)."
+        "client that asked. Durations are seconds, or a number with us, ms, "
+        "s, m or h (100us, 500ms, 2s, 1m)."
     )
 
     optParameters = [
@@ -115,6 +115,13 @@ class Options(usage.Options):
          "Close the target connection once no client has been connected "
          "this long, and re-open it when one connects (0: keep it open; it "
          "is opened at start either way)."],
+        ["busy-poll", None, "100us",
+         "While a request is out to the target, poll for its answer instead "
+         "of sleeping, for at most this long after it was written, when the "
+         "target's last answer came within that time: waking up costs tens "
+         "of microseconds (more on virtual machines), as much as a whole "
+         "round trip to a fast target. Slower targets are waited for "
+         "asleep, as with 0 (off)."],
         ["request-gap", None, 0.0,
          "Leave at least this long between the end of one answer and the "
          "next request written to a target, for all clients together "
@@ -186,6 +193,7 @@ class Options(usage.Options):
         "client-timeout": True,
         "idle-close": True,
         "request-gap": True,
+        "busy-poll": True,
         "cache-ttl": True,
         "cache-stale": True,
     }
@@ -579,6 +587,7 @@ def makeMultiplexerService(options):
         timeout=options["timeout"],
         clientTimeout=options["client-timeout"] or None,
         idleClose=options["idle-close"] or None,
+        busyPoll=options["busy-poll"],
     )
     multiplexer.cache = cache  # (its counters, for tests and metrics)
     listen = listenDescription(options["listen"])

@@ -27,6 +27,7 @@ class DurationTests(SynchronousTestCase):
         self.assertEqual(parseDuration("60"), 60.0)
         self.assertEqual(parseDuration("1.5"), 1.5)
         self.assertEqual(parseDuration("500ms"), 0.5)
+        self.assertAlmostEqual(parseDuration("100us"), 0.0001)
         self.assertEqual(parseDuration("2s"), 2.0)
         self.assertEqual(parseDuration("1m"), 60.0)
         self.assertEqual(parseDuration("1h"), 3600.0)

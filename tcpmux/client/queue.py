@@ -16,6 +16,7 @@ from twisted.internet.defer import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from tcpmux.client.busypoll import BusyPoll
 from tcpmux.errors import GatewayError, TargetTimeout, TargetUnavailable
 from tcpmux.logs import RepeatedWarnings
 from tcpmux.metrics.counters import LATENCY_BOUNDS, RoundTripStats
@@ -85,6 +86,10 @@ class RoundTripQueue:
     round trip's deadline, serves them all, instead of a timer set and
     cancelled for each.
 
+    With C{busyPoll}, the reactor polls rather than sleeps for up to that
+    long after each request is written, while the answer is due, if the
+    target answers that fast (L{BusyPoll}, C{--busy-poll}).
+
     @ivar stopping: once set, every round trip fails at once.
     @ivar stats: the L{RoundTripStats} of its round trips (C{--metrics}).
     """
@@ -92,7 +97,9 @@ class RoundTripQueue:
     log = Logger()
     stopping = False
 
-    def __init__(self, target, clock, timeout=None, verbose=False, describe=None):
+    def __init__(
+        self, target, clock, timeout=None, verbose=False, describe=None, busyPoll=0
+    ):
         self.target = target
         self.clock = clock
         self.timeout = timeout
@@ -110,6 +117,7 @@ class RoundTripQueue:
         # for the oldest one's deadline.
         self._unanswered = {}
         self._deadlineCall = None
+        self.busyPoll = BusyPoll(clock, busyPoll) if busyPoll else None
 
     @property
     def depth(self):
@@ -161,6 +169,8 @@ class RoundTripQueue:
                 )
             except BaseException:
                 answer = fail()
+            if self.busyPoll is not None:
+                self.busyPoll.requestSent()
         # The result waits for the answer (and is cancelled through it).
         return answer.addBoth(self._finished, trip)
 
@@ -170,6 +180,8 @@ class RoundTripQueue:
         count it, and pass the answer (or the failure, in its client's
         terms) on.
         """
+        if self.busyPoll is not None and not self.stopping:
+            self.busyPoll.answered()
         self.lock.release()
         self._forget(trip)
         if isinstance(answer, Failure):
@@ -297,6 +309,8 @@ class RoundTripQueue:
         @return: a L{Deferred} that fires when none is in flight.
         """
         self.stopping = True
+        if self.busyPoll is not None:
+            self.busyPoll.stop()
         # Every slot of the lock or semaphore: no round trip in flight.
         drained = gatherResults([self.lock.acquire() for _ in range(self.concurrency)])
         drained.addTimeout(timeout, self.clock)

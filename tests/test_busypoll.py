@@ -1,0 +1,172 @@
+"""
+Tests for L{tcpmux.client.busypoll}: polling for a fast target's answer
+instead of sleeping, on a L{Clock} with a timer the test moves, and end to
+end with pymodbus peers.
+"""
+
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tcpmux.client.busypoll import BusyPoll
+from tests.faults import FaultTarget, ask, connect
+from tests.modbus import clientSession, readRequest, readResponse
+from tests.support import buildMultiplexer, runExample, startMultiplexer, until
+
+
+class Timer:
+    """
+    Real time as the test says it is.
+    """
+
+    now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+class BusyPollTests(SynchronousTestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.timer = Timer()
+        self.poll = BusyPoll(self.clock, 0.0001, self.timer)
+
+    def turn(self, seconds=0.0):
+        """
+        One reactor turn, C{seconds} of real time after the last.
+        """
+        self.timer.now += seconds
+        # (Clock.advance would also run what these calls schedule for now,
+        # forever, since its time stands still: run only these.)
+        due = list(self.clock.getDelayedCalls())
+        for call in due:
+            self.clock.calls.remove(call)
+            call.called = True
+            call.func(*call.args, **call.kw)
+        return len(due)
+
+    def test_pollsWhileDue(self):
+        """
+        After a request is written the reactor is kept turning (a pending
+        C{callLater(0)}) until the budget is spent.
+        """
+        self.poll.requestSent()
+        self.assertEqual(self.turn(0.00004), 1)
+        self.assertEqual(self.turn(0.00004), 1)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.turn(0.00004)  # 120 us after: the budget is spent
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_answeredStopsAtNextTurn(self):
+        """
+        Once the answer came, the pending poll lapses at the next turn, and
+        the answer's time is kept.
+        """
+        self.poll.requestSent()
+        self.timer.now += 0.00003
+        self.poll.answered()
+        self.assertAlmostEqual(self.poll.lastAnswer, 0.00003)
+        self.turn()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_nextRequestKeepsPolling(self):
+        """
+        An answer followed at once by the next request (10 clients, say)
+        keeps one pending poll: none is cancelled and set again.
+        """
+        self.poll.requestSent()
+        self.timer.now += 0.00003
+        self.poll.answered()
+        self.poll.requestSent()
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.turn(0.00001)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+
+    def test_slowTargetSleeps(self):
+        """
+        After an answer that took longer than the budget, the reactor is
+        left to sleep; a fast answer again brings polling back.
+        """
+        self.poll.requestSent()
+        self.timer.now += 0.020
+        self.poll.answered()
+        self.turn()
+        self.poll.requestSent()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.timer.now += 0.00005
+        self.poll.answered()
+        self.poll.requestSent()
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+
+    def test_stop(self):
+        """
+        L{BusyPoll.stop} cancels the pending poll at once.
+        """
+        self.poll.requestSent()
+        self.poll.stop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class OptionTests(SynchronousTestCase):
+    def test_defaultOn(self):
+        """
+        --busy-poll is 100 us unless told otherwise; 0 turns it off.
+        """
+        on = buildMultiplexer("--protocol", "modbus", "--target", "127.0.0.1:1502")
+        self.assertAlmostEqual(on.queue.busyPoll.budget, 0.0001)
+        off = buildMultiplexer(
+            "--protocol", "modbus", "--target", "127.0.0.1:1502", "--busy-poll", "0"
+        )
+        self.assertIsNone(off.queue.busyPoll)
+
+
+class EndToEndTests(TestCase):
+    timeout = 60
+
+    async def test_pymodbusThroughBusyPoll(self):
+        """
+        pymodbus clients through tcpmux with --busy-poll to pymodbus's own
+        server: every answer is the client's own; the device answered within
+        the budget, so tcpmux polled; once every client is done no poll is
+        left pending in the reactor.
+        """
+        device, devicePort = await runExample(self, "modbus_device.py", "--port", "0")
+        port, multiplexer = await startMultiplexer(
+            self, "modbus", devicePort, "--busy-poll", "5ms"
+        )
+        results = await gatherResults(
+            [deferToThread(clientSession, port, index) for index in range(5)]
+        )
+        for index, seen in enumerate(results):
+            self.assertEqual(
+                seen, [[index * 100 + round_, round_, index] for round_ in range(5)]
+            )
+        poll = multiplexer.queue.busyPoll
+        self.assertLess(poll.lastAnswer, 0.005)
+        await deferLater(reactor, 0.01)
+        self.assertIsNone(poll._call)
+
+    async def test_slowTargetNotPolled(self):
+        """
+        A target slower than the budget (every answer takes 30 ms) is
+        waited for asleep: after its first answer, no poll is set when the
+        next request is written, and its answers are right.
+        """
+
+        def later(connection, request):
+            reactor.callLater(0.03, connection.answer, request)
+
+        target = FaultTarget("modbus", later)
+        port, multiplexer = await startMultiplexer(
+            self, "modbus", target.listen(self), "--busy-poll", "1ms"
+        )
+        poll = multiplexer.queue.busyPoll
+        client = await connect(self, port)
+        self.assertEqual(await ask(client, readRequest(1, 10)), readResponse(1, 10))
+        self.assertGreater(poll.lastAnswer, 0.001)
+        pending = ask(client, readRequest(2, 11))
+        await until(lambda: len(target.requests) == 2)
+        self.assertIsNone(poll._call)
+        self.assertEqual(await pending, readResponse(2, 11))
