@@ -13,6 +13,7 @@ from twisted.internet.protocol import ServerFactory
 
 from twisted.internet.defer import gatherResults
 
+from tcpmux.client.busypoll import BusyPoll
 from tcpmux.client.dispatch import Routes
 from tcpmux.client.queue import RoundTripQueue
 from tcpmux.client.registry import ClientRegistry
@@ -73,7 +74,8 @@ class Multiplexer(ServerFactory):
         self.maxClientBuffer = maxClientBuffer
         self.timeout = timeout
         self.clientTimeout = clientTimeout
-        self.busyPoll = busyPoll
+        # One for every queue and client: what it polls for is the reactor's.
+        self.busyPoll = BusyPoll(clock, busyPoll) if busyPoll else None
         self.routes = dict(routes or {})
         self.queue = self._queueFor(target, verbose)
         self.queues = Routes(
@@ -114,6 +116,7 @@ class Multiplexer(ServerFactory):
             maxQueue=self.maxQueue,
             maxBuffer=self.maxClientBuffer,
             clientTimeout=self.clientTimeout,
+            busyPoll=self.busyPoll,
         )
         framer = self.application.buildRequestFramer(session)
         framer.factory = self

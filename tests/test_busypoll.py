@@ -11,7 +11,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tcpmux.client.busypoll import BusyPoll
-from tests.faults import FaultTarget, ask, connect
+from tests.faults import FaultTarget, answer, ask, connect
 from tests.modbus import clientSession, readRequest, readResponse
 from tests.support import buildMultiplexer, runExample, startMultiplexer, until
 
@@ -100,11 +100,27 @@ class BusyPollTests(SynchronousTestCase):
         self.poll.requestSent()
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
 
+    def test_clientDue(self):
+        """
+        After a client's answer is written, its next request is polled for
+        if it sent the last one within the budget of its previous answer;
+        not if it took longer, nor when that is not known yet.
+        """
+        self.poll.replied(None)
+        self.poll.replied(0.5)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.poll.replied(0.00005)
+        self.assertEqual(self.turn(0.00005), 1)
+        self.assertEqual(self.turn(0.00004), 1)
+        self.turn(0.00002)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_stop(self):
         """
         L{BusyPoll.stop} cancels the pending poll at once.
         """
         self.poll.requestSent()
+        self.poll.replied(0.00001)
         self.poll.stop()
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
@@ -124,6 +140,36 @@ class OptionTests(SynchronousTestCase):
 
 class EndToEndTests(TestCase):
     timeout = 60
+
+    async def test_quickClientPolledFor(self):
+        """
+        A client that sends its next request as soon as it has its answer
+        has it polled for; one that waits longer than the budget does not.
+        """
+        target = FaultTarget("modbus", answer)
+        port, multiplexer = await startMultiplexer(
+            self, "modbus", target.listen(self), "--busy-poll", "20ms"
+        )
+        poll = multiplexer.queue.busyPoll
+        quick = await connect(self, port)
+        for tid in range(3):
+            self.assertEqual(
+                await ask(quick, readRequest(tid, tid)), readResponse(tid, tid)
+            )
+        session = next(iter(multiplexer.clients))
+        self.assertLess(session._thinkTime, 0.02)
+        self.assertGreater(poll._requestUntil, poll.timer())
+
+        slow = await connect(self, port)
+        for tid in range(2):
+            await deferLater(reactor, 0.05)
+            self.assertEqual(
+                await ask(slow, readRequest(tid, 20 + tid)), readResponse(tid, 20 + tid)
+            )
+        poll._requestUntil = 0.0
+        await deferLater(reactor, 0.05)
+        self.assertEqual(await ask(slow, readRequest(9, 29)), readResponse(9, 29))
+        self.assertEqual(poll._requestUntil, 0.0)
 
     async def test_pymodbusThroughBusyPoll(self):
         """

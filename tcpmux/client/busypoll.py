@@ -1,17 +1,20 @@
 # -*- test-case-name: tests.test_busypoll -*-
 """
-Polling for a fast target's answer instead of sleeping until it comes.
+Polling for what is about to arrive instead of sleeping until it comes.
 
-With nothing else to do, the reactor sleeps in C{epoll_wait} until the
-target's answer arrives, and being woken costs the proxy's core a wake-up:
-tens of microseconds on a virtual machine, as much as the whole round trip
-to a fast target. While an answer is due, L{BusyPoll} keeps a
+With nothing else to do, the reactor sleeps in C{epoll_wait} until the next
+bytes arrive, and being woken costs the proxy's core a wake-up: tens of
+microseconds on a virtual machine, as much as a whole round trip to a fast
+target. While bytes are due within a short time, L{BusyPoll} keeps a
 C{callLater(0)} pending, so that the reactor polls its sockets without
-sleeping, for at most C{budget} seconds after the request was written.
+sleeping, for at most C{budget} seconds. Two things are due:
 
-It only polls for targets worth it: when the last answer took longer than
-the budget (a serial line, a busy device), it lets the reactor sleep, and
-looks again at the next answer's time.
+  - a fast target's answer, after a request was written to it: polled for
+    when the target's last answer came within the budget (a serial line or
+    a busy device is waited for asleep);
+  - a client's next request, after its answer was written, when that client
+    sent its last request within the budget of its previous answer (a
+    client polling in a tight loop; one polling every second is not).
 """
 
 from time import perf_counter
@@ -19,12 +22,12 @@ from time import perf_counter
 
 class BusyPoll:
     """
-    Keeps the reactor polling while answers from a fast target are due.
+    Keeps the reactor polling while bytes are due within C{budget} seconds.
+    One per multiplexer, shared by its round-trip queues and clients.
 
-    @ivar budget: the longest it polls after a request is written, in
-        seconds.
-    @ivar lastAnswer: how long the last answer took, in seconds (L{None}
-        before the first).
+    @ivar budget: the longest it polls for one thing due, in seconds.
+    @ivar lastAnswer: how long the target's last answer took, in seconds
+        (L{None} before the first).
     """
 
     lastAnswer = None
@@ -41,21 +44,21 @@ class BusyPoll:
         self.timer = timer
         self._inFlight = 0
         self._sentAt = 0.0
-        self._until = 0.0
+        self._answerUntil = 0.0
+        self._requestUntil = 0.0
         self._call = None
 
     def requestSent(self):
         """
-        A request was written to the target; its answer is due.
+        A request was written to a target; its answer is due.
         """
         self._inFlight += 1
         self._sentAt = now = self.timer()
         if self.lastAnswer is not None and self.lastAnswer > self.budget:
             # A slow target: sleeping until it answers is cheaper.
             return
-        self._until = now + self.budget
-        if self._call is None:
-            self._call = self.clock.callLater(0, self._poll)
+        self._answerUntil = now + self.budget
+        self._start()
 
     def answered(self):
         """
@@ -66,17 +69,31 @@ class BusyPoll:
         # With nothing more due, the pending poll lapses at the next turn:
         # cancelling it here would only have the next request set it again.
 
+    def replied(self, thinkTime):
+        """
+        A client was written its answer; it took C{thinkTime} seconds to
+        send its next request after the previous answer (L{None}: unknown).
+        """
+        if thinkTime is not None and thinkTime <= self.budget:
+            self._requestUntil = self.timer() + self.budget
+            self._start()
+
     def stop(self):
         """
         Stop polling now (tcpmux is stopping).
         """
+        self._answerUntil = self._requestUntil = 0.0
         if self._call is not None:
             self._call.cancel()
             self._call = None
 
+    def _start(self):
+        if self._call is None:
+            self._call = self.clock.callLater(0, self._poll)
+
     def _poll(self):
-        # One reactor turn passed without the answer: another, if the budget
-        # allows.
+        # One reactor turn passed without it: another, if still due.
         self._call = None
-        if self._inFlight and self.timer() < self._until:
+        now = self.timer()
+        if (self._inFlight and now < self._answerUntil) or now < self._requestUntil:
             self._call = self.clock.callLater(0, self._poll)

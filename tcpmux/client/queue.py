@@ -16,7 +16,6 @@ from twisted.internet.defer import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tcpmux.client.busypoll import BusyPoll
 from tcpmux.errors import GatewayError, TargetTimeout, TargetUnavailable
 from tcpmux.logs import RepeatedWarnings
 from tcpmux.metrics.counters import LATENCY_BOUNDS, RoundTripStats
@@ -86,9 +85,9 @@ class RoundTripQueue:
     round trip's deadline, serves them all, instead of a timer set and
     cancelled for each.
 
-    With C{busyPoll}, the reactor polls rather than sleeps for up to that
-    long after each request is written, while the answer is due, if the
-    target answers that fast (L{BusyPoll}, C{--busy-poll}).
+    With a C{busyPoll} (L{tcpmux.client.busypoll.BusyPoll}, C{--busy-poll}),
+    the reactor polls rather than sleeps after each request is written,
+    while the answer is due, if the target answers that fast.
 
     @ivar stopping: once set, every round trip fails at once.
     @ivar stats: the L{RoundTripStats} of its round trips (C{--metrics}).
@@ -98,7 +97,7 @@ class RoundTripQueue:
     stopping = False
 
     def __init__(
-        self, target, clock, timeout=None, verbose=False, describe=None, busyPoll=0
+        self, target, clock, timeout=None, verbose=False, describe=None, busyPoll=None
     ):
         self.target = target
         self.clock = clock
@@ -117,7 +116,7 @@ class RoundTripQueue:
         # for the oldest one's deadline.
         self._unanswered = {}
         self._deadlineCall = None
-        self.busyPoll = BusyPoll(clock, busyPoll) if busyPoll else None
+        self.busyPoll = busyPoll
 
     @property
     def depth(self):

@@ -82,6 +82,10 @@ class ClientSession(TimeoutMixin):
     _answerStart = b""
     _heldWhilePaused = 0
     _dropped = False
+    # With a busy poll: when its last answer was written, and how long it
+    # then took to send its next request (see BusyPoll.replied).
+    _repliedAt = None
+    _thinkTime = None
 
     def __init__(
         self,
@@ -92,6 +96,7 @@ class ClientSession(TimeoutMixin):
         maxQueue=32,
         maxBuffer=4 * 1024 * 1024,
         clientTimeout=None,
+        busyPoll=None,
     ):
         self.application = application
         self.dispatcher = dispatcher
@@ -99,6 +104,7 @@ class ClientSession(TimeoutMixin):
         self.maxQueue = maxQueue
         self.maxBuffer = maxBuffer
         self.clientTimeout = clientTimeout
+        self.busyPoll = busyPoll
         self.callLater = clock.callLater
         self.requests = deque()
 
@@ -121,6 +127,9 @@ class ClientSession(TimeoutMixin):
         self.setTimeout(self.clientTimeout)
 
     def messageReceived(self, request):
+        if self._repliedAt is not None:
+            self._thinkTime = self.busyPoll.timer() - self._repliedAt
+            self._repliedAt = None
         self.requests.append(request)
         self._sendNext()
         if len(self.requests) >= self.maxQueue and not self.readPaused:
@@ -241,6 +250,9 @@ class ClientSession(TimeoutMixin):
                 return
             response = reply
         self._write(response)
+        if self.busyPoll is not None:
+            self._repliedAt = self.busyPoll.timer()
+            self.busyPoll.replied(self._thinkTime)
         if answerStart:
             # The answer came in parts: the protocol judges it by its start.
             response = answerStart + response[: ANSWER_START - len(answerStart)]
