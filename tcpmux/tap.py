@@ -266,8 +266,6 @@ class Options(usage.Options):
     def postOptions(self):
         from twisted.internet import reactor
 
-        from tcpmux.gateway import rtu
-
         if self["config"] is not None:
             # Each table is parsed by Options of its own.
             self.config = configfile.load(self["config"], Options)
@@ -287,10 +285,13 @@ class Options(usage.Options):
                 "--target is required: the target's host:port, such as "
                 "--target 192.0.2.10:502"
             )
-        try:
-            rtu.checkOptions(application, self)
-        except ValueError as e:
-            raise usage.UsageError(str(e)) from None
+        if mayUseRTU(self):
+            from tcpmux.gateway import rtu
+
+            try:
+                rtu.checkOptions(application, self)
+            except ValueError as e:
+                raise usage.UsageError(str(e)) from None
         try:
             listenEndpoint(reactor, self["listen"], self["tls-client-ca"])
             targetEndpoint(reactor, self["target"], self["timeout"])
@@ -488,11 +489,14 @@ def buildTarget(reactor, application, options, address):
     C{--request-gap} and, for Modbus, C{--retries} and C{--unit-map}.
     """
     from tcpmux.gateway import modbus as gateway
-    from tcpmux.gateway import rtu
 
     # The multiplexer's queue enforces --timeout on every request and
     # cancels the round trip when it expires; the target has no timer.
-    rtuTarget = rtu.isRTU(application, options, address)
+    rtuTarget = False
+    if mayUseRTU(options):
+        from tcpmux.gateway import rtu
+
+        rtuTarget = rtu.isRTU(application, options, address)
     connections = [
         (rtu.RTUConnection if rtuTarget else TargetClientFactory)(
             targetEndpoint(reactor, address, options["timeout"]),
@@ -531,6 +535,26 @@ def buildTarget(reactor, application, options, address):
         if options["unit-map"]:
             target = gateway.UnitMap(target, application.frames, options["unit-map"])
     return target
+
+
+def mayUseRTU(options):
+    """
+    Whether a target may speak Modbus RTU (C{--target-framing}, or a
+    C{serial:} target or route), so that a run with none never imports the
+    RTU gateway.
+    """
+    from tcpmux.target.serial import isSerial
+
+    if options.get("target-framing") is not None:
+        return True
+    routes = options.get("route") or ()
+    if isinstance(routes, dict):
+        addresses = list(routes.values())
+    else:
+        # Still as given: UNIT=TARGET.
+        addresses = [str(route).partition("=")[2] for route in routes]
+    addresses.append(options["target"])
+    return any(isSerial(address) for address in addresses if address is not None)
 
 
 def makeMultiplexerService(options):

@@ -105,8 +105,24 @@ class ClientSession(TimeoutMixin):
         self.maxBuffer = maxBuffer
         self.clientTimeout = clientTimeout
         self.busyPoll = busyPoll
-        self.callLater = clock.callLater
-        self.requests = deque()
+        self.clock = clock
+
+    # Requests (and replies) waiting behind the one in flight: none until a
+    # client sends one while another is on its way (most never do), so
+    # that an idle client costs no queue.
+    requests = ()
+
+    def callLater(self, seconds, f):
+        # (TimeoutMixin's timer, on our clock.)
+        return self.clock.callLater(seconds, f)
+
+    def _waiting(self):
+        """
+        The queue of waiting requests, made on first use.
+        """
+        if not self.requests:
+            self.requests = deque()
+        return self.requests
 
     @property
     def busy(self):
@@ -130,7 +146,13 @@ class ClientSession(TimeoutMixin):
         if self._repliedAt is not None:
             self._thinkTime = self.busyPoll.timer() - self._repliedAt
             self._repliedAt = None
-        self.requests.append(request)
+        if self.trip is None and not self.requests and not (
+            self.writePaused or self.gone
+        ):
+            # Nothing in its way: off it goes.
+            self._dispatch(request)
+            return
+        self._waiting().append(request)
         self._sendNext()
         if len(self.requests) >= self.maxQueue and not self.readPaused:
             self.readPaused = True
@@ -138,7 +160,7 @@ class ClientSession(TimeoutMixin):
 
     def replyInOrder(self, data):
         if self.busy or self.requests:
-            self.requests.append(_Reply(data))
+            self._waiting().append(_Reply(data))
         else:
             self.transport.write(data)
 
@@ -175,7 +197,7 @@ class ClientSession(TimeoutMixin):
             # Gone without our closing it: what it had begun is lost.
             self.discarded = self.framer.buffered()
         self.gone = True
-        self.requests.clear()
+        self.requests = ()
         self.setTimeout(None)
         if self.trip is not None:
             self.trip.withdraw()
@@ -197,6 +219,9 @@ class ClientSession(TimeoutMixin):
         if self.readPaused and len(self.requests) < self.maxQueue:
             self.readPaused = False
             self.transport.resumeProducing()
+        self._dispatch(request)
+
+    def _dispatch(self, request):
         if self.clientTimeout:
             # Waiting for an answer is not idleness.
             self.setTimeout(None)
@@ -257,7 +282,7 @@ class ClientSession(TimeoutMixin):
             # The answer came in parts: the protocol judges it by its start.
             response = answerStart + response[: ANSWER_START - len(answerStart)]
         if self.application.closesClient(request, response):
-            self.requests.clear()
+            self.requests = ()
             self.transport.loseConnection()
             return
         self._sendNext()
@@ -305,7 +330,7 @@ class ClientSession(TimeoutMixin):
             if reply is None:
                 break
             self.transport.write(reply)
-        self.requests.clear()
+        self.requests = ()
         self.transport.loseConnection()
 
     # IPushProducer, for our own transport's write buffer.
