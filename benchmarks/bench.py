@@ -709,7 +709,7 @@ def evaluate(table, cells, options, variants):
         if 10 in options.clients:
             r = ratio(get(protocol, first, 10, "rps"), get(protocol, MODBUS_PROXY, 10, "rps"))
             if r is not None:
-                rows.append((f"{protocol}: {first} / modbus-proxy, round trips/s, 10 clients", r, ">= 1.5", r >= 1.5))
+                rows.append((f"{protocol}: {first} / modbus-proxy, round trips/s, 10 clients", r, ">= 1.75", r >= 1.75))
             r = ratio(get(protocol, first, 10, "rps"), get(protocol, DIRECT_CROSS, 1, "rps", 1))
             if r is not None:
                 rows.append((f"{protocol}: {first} / direct (load on proxy core), 10 clients", r, ">= 0.75", r >= 0.75))
@@ -720,6 +720,11 @@ def evaluate(table, cells, options, variants):
             if r is not None:
                 rows.append((f"{protocol}: {first} / haproxy, round trips/s, 10 clients", r, ">= 0.75", r >= 0.75))
         if 1 in options.clients:
+            p50, direct = get(protocol, first, 1, "p50_us"), get(protocol, DIRECT, 1, "p50_us", 1)
+            if p50 is not None and direct is not None:
+                # The bound: 1.1 x the direct connection's p50 + 100 us.
+                limit = 1.1 * direct + 100
+                rows.append((f"{protocol}: {first} p50 us, 1 client (direct: {direct:.0f} us)", p50, f"<= {limit:.0f}", p50 <= limit))
             r = ratio(get(protocol, first, 1, "p50_us"), get(protocol, MODBUS_PROXY, 1, "p50_us"))
             if r is not None:
                 rows.append((f"{protocol}: {first} p50 / modbus-proxy p50, 1 client", r, "< 1", r < 1))
@@ -749,7 +754,7 @@ def evaluate(table, cells, options, variants):
         if cell.get("idle") and cell["system"] == first and cell["clients"] == 1000:
             rss = cell.get("rss_mb")
             if rss is not None:
-                rows.append((f"{first} RSS (VmRSS), 1,000 connected idle clients, MB", rss, "<= 40", rss <= 40))
+                rows.append((f"{first} RSS (VmRSS), 1,000 connected idle clients, MB", rss, "<= 35", rss <= 35))
     return rows
 
 
