@@ -10,7 +10,7 @@ from twisted.internet.task import Clock, deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tcpmux.client.busypoll import BusyPoll
+from tcpmux.client.busypoll import PROBE_EVERY, BusyPoll
 from tests.faults import FaultTarget, answer, ask, connect
 from tests.modbus import clientSession, readRequest, readResponse
 from tests.support import buildMultiplexer, runExample, startMultiplexer, until
@@ -99,6 +99,21 @@ class BusyPollTests(SynchronousTestCase):
         self.poll.answered()
         self.poll.requestSent()
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+
+    def test_slowTargetProbed(self):
+        """
+        One in L{PROBE_EVERY} requests to a target judged too slow is
+        polled for anyway: its last answer's time counted its wake-up, and
+        polling may bring it back within the budget.
+        """
+        polled = []
+        for _ in range(1 + PROBE_EVERY * 2):
+            self.poll.requestSent()
+            polled.append(bool(self.clock.getDelayedCalls()))
+            self.poll.stop()
+            self.timer.now += 0.0003
+            self.poll.answered()
+        self.assertEqual(polled.count(True), 1 + 2)  # the first, then probes
 
     def test_clientDue(self):
         """

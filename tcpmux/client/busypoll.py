@@ -15,9 +15,17 @@ sleeping, for at most C{budget} seconds. Two things are due:
   - a client's next request, after its answer was written, when that client
     sent its last request within the budget of its previous answer (a
     client polling in a tight loop; one polling every second is not).
+
+What is waited for asleep is measured with the wake-up in it, which alone
+can take it past the budget, and would keep it there: so every
+L{PROBE_EVERY}th thing judged too slow is polled for anyway, to find out.
 """
 
 from time import perf_counter
+
+# One in this many answers or requests judged too slow to poll for is polled
+# for anyway (at most a budget's CPU time each).
+PROBE_EVERY = 16
 
 
 class BusyPoll:
@@ -47,6 +55,20 @@ class BusyPoll:
         self._answerUntil = 0.0
         self._requestUntil = 0.0
         self._call = None
+        self._tooSlow = 0
+
+    def _worthPolling(self, seconds):
+        """
+        Whether to poll for something that came C{seconds} after it was
+        awaited the last time (L{None}: unknown).
+        """
+        if seconds is not None and seconds <= self.budget:
+            return True
+        self._tooSlow += 1
+        if self._tooSlow < PROBE_EVERY:
+            return False
+        self._tooSlow = 0
+        return True
 
     def requestSent(self):
         """
@@ -54,7 +76,7 @@ class BusyPoll:
         """
         self._inFlight += 1
         self._sentAt = now = self.timer()
-        if self.lastAnswer is not None and self.lastAnswer > self.budget:
+        if self.lastAnswer is not None and not self._worthPolling(self.lastAnswer):
             # A slow target: sleeping until it answers is cheaper.
             return
         self._answerUntil = now + self.budget
@@ -74,7 +96,7 @@ class BusyPoll:
         A client was written its answer; it took C{thinkTime} seconds to
         send its next request after the previous answer (L{None}: unknown).
         """
-        if thinkTime is not None and thinkTime <= self.budget:
+        if self._worthPolling(thinkTime):
             self._requestUntil = self.timer() + self.budget
             self._start()
 
