@@ -25,8 +25,11 @@ def writeNow(transport, data):
     Write C{data} to C{transport}, sending it to the socket at once if the
     transport is a plain (not TLS) TCP or UNIX connection with nothing
     already buffered; whatever the socket does not take is buffered by the
-    transport as usual.
+    transport as usual. Nothing to write is no system call (the last piece
+    of a streamed HTTP answer is often empty).
     """
+    if not data:
+        return
     if (
         isinstance(transport, Connection)
         and not transport.TLS

@@ -50,6 +50,19 @@ class WriteNowTests(TestCase):
         self.assertEqual(peer.recv(100), b"hello")
         self.assertEqual(transport._tempDataBuffer, [])
 
+    async def test_nothingIsNoSend(self):
+        """
+        Writing nothing touches neither the socket nor the transport.
+        """
+        transport, peer = await self.connectedPair()
+        calls = []
+        real = transport.socket
+        self.addCleanup(setattr, transport, "socket", real)
+        transport.socket = type("Socket", (), {"send": calls.append})()
+        transport.write = calls.append
+        writeNow(transport, b"")
+        self.assertEqual(calls, [])
+
     async def test_fallsBackWhenBuffersAreRenamed(self):
         """
         Should a Twisted release rename the private buffer L{writeNow}
