@@ -35,10 +35,13 @@ from tcpmux.errors import (
     TargetUnavailable,
 )
 from tcpmux.protocols.http import (
+    BadMessage,
     Head,
     HTTPRequestReceiver,
     HTTPResponseReceiver,
     application,
+    parseRequestHead,
+    parseResponseHead,
 )
 from tests import framers
 from tests.framers import KeepingOpen, Recording
@@ -2097,3 +2100,113 @@ class SurplusResponseTests(TestCase):
         self.assertEqual(answerA, naiveResponse(b"/a"))
         if not answerB.startswith(b"HTTP/1.1 502 "):
             self.assertEqual(answerB, naiveResponse(b"/b"))
+
+
+# What a reference parser of heads, written from RFC 9110/9112 and kept
+# plain (no patterns), accepts: a head is parsed in one pattern by tcpmux,
+# and must agree with it on every head, valid or not.
+_TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_FRAMING_NAMES = {b"connection", b"content-length", b"expect", b"transfer-encoding", b"upgrade"}
+
+
+def referenceHead(message, request):
+    """
+    The (start line parts, framing fields) of the head of C{message}, or
+    L{None} if it is not a valid HTTP/1.x head.
+    """
+    end = message.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    lines = message[:end].split(b"\r\n")
+    if any(b"\r" in line or b"\n" in line for line in lines):
+        return None
+    words = lines[0].split(b" ", 2)
+    if request:
+        if len(words) != 3 or not words[0] or not set(words[0]) <= _TCHAR:
+            return None
+        if not words[1] or any(b <= 0x20 or b == 0x7F for b in words[1]):
+            return None
+        version = words[2]
+    else:
+        version = words[0]
+        if len(words) < 2 or len(words[1]) != 3 or not words[1].isdigit() or words[1][:1] == b"0":
+            return None
+        if len(words) == 3 and any((b < 0x20 and b != 9) or b == 0x7F for b in words[2]):
+            return None
+    if len(version) != 8 or not version.startswith(b"HTTP/") or version[6:7] != b".":
+        return None
+    if version[5:6] != b"1" or not version[7:8].isdigit():
+        # (A version tcpmux does not speak is refused too.)
+        return None
+    fields = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or not set(name) <= _TCHAR:
+            return None
+        if any((b < 0x20 and b != 9) or b == 0x7F for b in value):
+            return None
+        if name.lower() in _FRAMING_NAMES:
+            fields.append((name.lower(), value.strip(b" \t")))
+    return words, fields
+
+
+_HEAD_PIECES = st.sampled_from(
+    [b"a", b"Z", b"0", b" ", b"\t", b":", b",", b"-", b"\x0b", b"\x00", b"\x7f",
+     b"\x80", b"\xff", b"\r", b"\n", b"\r\n", b"\r\n", b"(", b"\"", b"/"]
+    + [name for name in _FRAMING_NAMES]
+    + [b"Content-Length", b"CONNECTION", b"Transfer-Encoding: chunked", b"close"]
+)
+
+
+class OnePatternHeadTests(SynchronousTestCase):
+    """
+    A head is checked in one pattern, and looked at line by line only to
+    say what is wrong with one that fails it; whatever the bytes, it
+    accepts exactly the heads that a plain reference parser accepts, and
+    reads the same framing fields from them.
+    """
+
+    def check(self, message, request):
+        parse = parseRequestHead if request else parseResponseHead
+        expected = referenceHead(message, request)
+        if expected is None:
+            self.assertRaises(BadMessage, parse, message)
+            return
+        head = parse(message)
+        self.assertEqual(head.fields, expected[1], message)
+        if request:
+            self.assertEqual(head.method, expected[0][0], message)
+
+    @settings(max_examples=3000, deadline=None)
+    @given(
+        st.sampled_from([b"GET / HTTP/1.1", b"POST /x?y HTTP/1.0", b"GET  / HTTP/1.1", b"G\x00T / HTTP/1.1"]),
+        st.lists(st.lists(_HEAD_PIECES, max_size=8).map(b"".join), max_size=5),
+        st.sampled_from([b"\r\n\r\n", b"\r\n\r\nbody", b"\n\r\n", b"\r\n"]),
+    )
+    def test_requestHeads(self, startLine, lines, end):
+        self.check(b"\r\n".join([startLine] + lines) + end, True)
+
+    @settings(max_examples=3000, deadline=None)
+    @given(
+        st.sampled_from([b"HTTP/1.1 200 OK", b"HTTP/1.0 204", b"HTTP/1.1 099 x", b"HTTP/1.1 200 \x01"]),
+        st.lists(st.lists(_HEAD_PIECES, max_size=8).map(b"".join), max_size=5),
+        st.sampled_from([b"\r\n\r\n", b"\r\n\r\nbody", b"\n\r\n", b"\r\n"]),
+    )
+    def test_responseHeads(self, statusLine, lines, end):
+        self.check(b"\r\n".join([statusLine] + lines) + end, False)
+
+    def test_framingFieldsOnly(self):
+        """
+        Of a valid head, only the fields that decide framing and the
+        connection's persistence are kept, in wire order, names lowercased
+        and values trimmed of SP and HTAB.
+        """
+        head = parseRequestHead(
+            b"POST / HTTP/1.1\r\nHost: x\r\nCONTENT-length:\t 3 \r\n"
+            b"X-Connection: close\r\nConnection: keep-alive, Upgrade-Insecure\r\n\r\nabc"
+        )
+        self.assertEqual(
+            head.fields,
+            [(b"content-length", b"3"), (b"connection", b"keep-alive, Upgrade-Insecure")],
+        )
+        self.assertEqual(head.contentLength(), 3)

@@ -83,6 +83,19 @@ _FIELD_LINE = re.compile(rb"(" + _TOKEN + rb"):([^\x00\r\n]*)")
 # What a field value may not hold: control characters other than HTAB
 # (RFC 9110, 5.5); obs-text, bytes 0x80-0xFF, is allowed.
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# A whole valid head after its start line, in one pattern: field lines (a
+# token, a colon, a value without control characters), each ending in CRLF,
+# then the empty line. A head it matches needs no line-by-line look, which
+# is there to say what is wrong with one it does not match.
+_FIELD_LINES = rb"(?:" + _TOKEN + rb":[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*\r\n"
+_VALID_REQUEST_HEAD = re.compile(_REQUEST_LINE.pattern + rb"\r\n" + _FIELD_LINES)
+_VALID_RESPONSE_HEAD = re.compile(_STATUS_LINE.pattern + rb"\r\n" + _FIELD_LINES)
+# The only fields tcpmux reads: those that decide where a message ends and
+# whether the connection stays open (and what it refuses).
+_FRAMING_FIELD = re.compile(
+    rb"\r\n(connection|content-length|expect|transfer-encoding|upgrade):([^\r]*)",
+    re.IGNORECASE,
+)
 # Optional whitespace around a value or a list element (RFC 9110, 5.6.3).
 _OWS = b" \t"
 # A line end, or a bare CR or LF, in a head or trailer section.
@@ -129,7 +142,10 @@ class Head:
     @ivar version: C{(major, minor)}.
     @ivar method: the request method (bytes), or L{None} for a response.
     @ivar status: the response status (int), or L{None} for a request.
-    @ivar fields: C{[(name, value)]}, names lowercased, in wire order.
+    @ivar fields: C{[(name, value)]}, names lowercased, in wire order: the
+        fields that decide how the message is framed and whether the
+        connection stays open (C{Connection}, C{Content-Length}, C{Expect},
+        C{Transfer-Encoding}, C{Upgrade}), the only ones tcpmux reads.
     """
 
     method = None
@@ -140,20 +156,24 @@ class Head:
         self.fields = fields
 
     def has(self, name):
-        return any(field == name for field, value in self.fields)
+        for field, value in self.fields:
+            if field == name:
+                return True
+        return False
 
     def elements(self, name):
         """
         The comma-separated elements of every C{name} field, stripped of SP
         and HTAB and lowercased, empty ones left out.
         """
-        return [
-            element.strip(_OWS).lower()
-            for field, value in self.fields
-            if field == name
-            for element in value.split(b",")
-            if element.strip(_OWS)
-        ]
+        elements = []
+        for field, value in self.fields:
+            if field == name:
+                for element in value.split(b","):
+                    element = element.strip(_OWS)
+                    if element:
+                        elements.append(element.lower())
+        return elements
 
     def persistent(self):
         """
@@ -184,6 +204,9 @@ class Head:
         values = self.elements(b"content-length")
         if not values:
             return None
+        if len(values) == 1 and values[0].isdigit() and len(values[0]) <= 18:
+            # The common case, one plain number.
+            return int(values[0])
         if not all(value.isdigit() for value in values):
             raise BadMessage(400, "invalid Content-Length")
         numbers = {value.lstrip(b"0") or b"0" for value in values}
@@ -204,19 +227,20 @@ class Head:
         return bool(codings) and codings[-1] == b"chunked" and codings.count(b"chunked") == 1
 
 
-def _parseFields(lines):
-    fields = []
+def _checkFields(lines):
+    """
+    Refuse the first malformed field line of C{lines}.
+
+    @raise BadMessage: 400, saying what is wrong with it.
+    """
     for line in lines:
         if line[:1] in (b" ", b"\t"):
             raise BadMessage(400, "obsolete line folding in a header field")
         match = _FIELD_LINE.fullmatch(line)
         if match is None:
             raise BadMessage(400, "malformed header field line")
-        name, value = match.groups()
-        if _CONTROL.search(value) is not None:
+        if _CONTROL.search(match.group(2)) is not None:
             raise BadMessage(400, "control character in a header field value")
-        fields.append((name.lower(), value.strip(_OWS)))
-    return fields
 
 
 def _splitHead(message):
@@ -234,6 +258,34 @@ def _splitHead(message):
     return lines
 
 
+def _parseHead(message, valid, startLine, malformed):
+    """
+    Parse the head at the start of C{message} (whole, or just its head).
+
+    A valid head is matched by one pattern, C{valid}; only a head it does
+    not match is looked at line by line, to say what is wrong with it.
+
+    @return: the match of the start line, and the framing fields
+        (C{[(name, value)]}, names lowercased, values trimmed).
+    @raise BadMessage: C{malformed} (status, reason) for a bad start line, a
+        400 for a bad field line.
+    """
+    match = valid.match(message)
+    if match is not None:
+        end = match.end()
+    else:
+        lines = _splitHead(message)
+        match = startLine.fullmatch(lines[0])
+        if match is None:
+            raise BadMessage(*malformed)
+        _checkFields(lines[1:])
+        end = message.find(b"\r\n\r\n") + 4
+    fields = _FRAMING_FIELD.findall(message, 0, end)
+    if fields:
+        fields = [(name.lower(), value.strip(_OWS)) for name, value in fields]
+    return match, fields
+
+
 def parseRequestHead(message):
     """
     The L{Head} of a request.
@@ -241,14 +293,13 @@ def parseRequestHead(message):
     @raise BadMessage: if the request line or a field is malformed (400) or
         the version is not HTTP/1.x (505).
     """
-    lines = _splitHead(message)
-    match = _REQUEST_LINE.fullmatch(lines[0])
-    if match is None:
-        raise BadMessage(400, "malformed request line")
+    match, fields = _parseHead(
+        message, _VALID_REQUEST_HEAD, _REQUEST_LINE, (400, "malformed request line")
+    )
     method, target, major, minor = match.groups()
     if major != b"1":
         raise BadMessage(505, "only HTTP/1.x is spoken here")
-    head = Head((1, int(minor)), _parseFields(lines[1:]))
+    head = Head((1, int(minor)), fields)
     head.method = method
     return head
 
@@ -260,14 +311,13 @@ def parseResponseHead(message):
     @raise BadMessage: if the status line or a field is malformed, or the
         version is not HTTP/1.x.
     """
-    lines = _splitHead(message)
-    match = _STATUS_LINE.fullmatch(lines[0])
-    if match is None:
-        raise BadMessage(502, "malformed status line")
+    match, fields = _parseHead(
+        message, _VALID_RESPONSE_HEAD, _STATUS_LINE, (502, "malformed status line")
+    )
     major, minor, status = match.groups()
     if major != b"1":
         raise BadMessage(502, "not an HTTP/1.x response")
-    head = Head((1, int(minor)), _parseFields(lines[1:]))
+    head = Head((1, int(minor)), fields)
     head.status = int(status)
     return head
 
@@ -426,7 +476,9 @@ class HTTPMessageReceiver(MessageFramer):
             del self._buffer[: self._start]
             self._pos -= self._start
             self._scan -= self._start
-            self._checked = max(0, self._checked - self._start)
+            self._checked = (
+                self._checked - self._start if self._checked > self._start else 0
+            )
             self._start = 0
 
     def _passThrough(self, data):
@@ -518,12 +570,16 @@ class HTTPMessageReceiver(MessageFramer):
 
     def _readHead(self):
         buffer = self._buffer
+        if self._start == len(buffer):
+            # Nothing after the last message: wait.
+            return False
         if self.skipsEmptyLines:
             # RFC 9112, 2.2: empty lines before a request line are ignored.
             while buffer.startswith(b"\r\n", self._start):
                 self._start += 2
             self._scan = max(self._scan, self._start)
-        self._checked = max(self._checked, self._start)
+        if self._checked < self._start:
+            self._checked = self._start
         end = buffer.find(b"\r\n\r\n", self._scan)
         if end < 0:
             self._checkLineEnds(len(buffer), "head")
@@ -532,7 +588,7 @@ class HTTPMessageReceiver(MessageFramer):
             self._scan = max(self._start, len(buffer) - 3)
             return False
         end += 4
-        self._checkLineEnds(end, "head")
+        # (A bare CR or LF in a whole head is refused by its parser.)
         if end - self._start > self.maxHeaderSize:
             raise BadMessage(431, f"head larger than {self.maxHeaderSize} bytes")
         self._head, framing = self.headReceived(bytes(buffer[self._start : end]))
@@ -632,7 +688,7 @@ class HTTPMessageReceiver(MessageFramer):
             for line in lines:
                 if b"\r" in line or b"\n" in line:
                     raise BadMessage(400, "bare CR or LF in the trailer section")
-            _parseFields(lines)
+            _checkFields(lines)
         self._complete(end + 4)
         return True
 
