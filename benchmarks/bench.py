@@ -892,7 +892,7 @@ def parseArgs(argv=None):
     parser.add_argument("--rounds", type=int, default=1, help="repeat the interleaved suite; medians are reported")
     parser.add_argument("--quick", action="store_true", help="1s cells, 1/10/100 clients, one load check")
     parser.add_argument("--load-procs", type=int, default=1, help="load generator processes per cell")
-    parser.add_argument("--load-check", default="2,4", type=ints, help="also run 10 clients with these numbers of load processes")
+    parser.add_argument("--load-check", default="2,4", type=ints, help="also run 10 clients with these numbers of load processes (0: none)")
     parser.add_argument("--idle-clients", default="100,1000", type=ints, help="measure RSS with this many connected idle clients")
     parser.add_argument(
         "--variant",
@@ -937,6 +937,7 @@ def parseArgs(argv=None):
     parser.add_argument("--check-verifier", action="store_true", help="only check that corrupted answers are caught")
     parser.add_argument("--profile", metavar="FILE", help="run one tcpmux cell (first protocol, 10 clients) under cProfile, stats to FILE")
     options = parser.parse_args(argv)
+    options.load_check = [procs for procs in options.load_check if procs > 0]
     if options.quick:
         options.duration = min(options.duration, 1.0)
         options.warmup = min(options.warmup, 0.5)
