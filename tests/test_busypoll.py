@@ -121,10 +121,10 @@ class BusyPollTests(SynchronousTestCase):
         if it sent the last one within the budget of its previous answer;
         not if it took longer, nor when that is not known yet.
         """
-        self.poll.replied(None)
-        self.poll.replied(0.5)
+        self.poll.replied(None, self.timer())
+        self.poll.replied(0.5, self.timer())
         self.assertEqual(self.clock.getDelayedCalls(), [])
-        self.poll.replied(0.00005)
+        self.poll.replied(0.00005, self.timer())
         self.assertEqual(self.turn(0.00005), 1)
         self.assertEqual(self.turn(0.00004), 1)
         self.turn(0.00002)
@@ -135,7 +135,7 @@ class BusyPollTests(SynchronousTestCase):
         L{BusyPoll.stop} cancels the pending poll at once.
         """
         self.poll.requestSent()
-        self.poll.replied(0.00001)
+        self.poll.replied(0.00001, self.timer())
         self.poll.stop()
         self.assertEqual(self.clock.getDelayedCalls(), [])
 

@@ -91,13 +91,14 @@ class BusyPoll:
         # With nothing more due, the pending poll lapses at the next turn:
         # cancelling it here would only have the next request set it again.
 
-    def replied(self, thinkTime):
+    def replied(self, thinkTime, now):
         """
-        A client was written its answer; it took C{thinkTime} seconds to
-        send its next request after the previous answer (L{None}: unknown).
+        A client was written its answer at C{now} (L{timer} time); it took
+        C{thinkTime} seconds to send its next request after the previous
+        answer (L{None}: unknown).
         """
         if self._worthPolling(thinkTime):
-            self._requestUntil = self.timer() + self.budget
+            self._requestUntil = now + self.budget
             self._start()
 
     def stop(self):

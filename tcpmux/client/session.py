@@ -276,8 +276,8 @@ class ClientSession(TimeoutMixin):
             response = reply
         self._write(response)
         if self.busyPoll is not None:
-            self._repliedAt = self.busyPoll.timer()
-            self.busyPoll.replied(self._thinkTime)
+            self._repliedAt = now = self.busyPoll.timer()
+            self.busyPoll.replied(self._thinkTime, now)
         if answerStart:
             # The answer came in parts: the protocol judges it by its start.
             response = answerStart + response[: ANSWER_START - len(answerStart)]

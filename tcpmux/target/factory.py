@@ -99,8 +99,6 @@ class TargetClientFactory(ReconnectingClientFactory):
         # once rather than make an attempt)
         self._lastFailure = None
         self._connectedAt = None
-        # Whether the current connection answered anything.
-        self._answered = False
         # Connections in a row the target closed at once, answering nothing.
         self._closedAtOnce = 0
         self._earlyClose = None
@@ -214,25 +212,7 @@ class TargetClientFactory(ReconnectingClientFactory):
         tooLate = self._tooLate(deadline)
         if tooLate is not None:
             return tooLate
-        if partReceived is not None:
-            received = partReceived
-
-            def partReceived(part):
-                self._answeredOn(None, connection)
-                received(part)
-
-        result = connection.roundTrip(request, partReceived)
-        return result.addCallback(self._answeredOn, connection)
-
-    def _answeredOn(self, result, session):
-        """
-        C{session}'s connection answered something: it was no failed
-        attempt, whenever it closes. Passes C{result} on.
-        """
-        if session is self.session:
-            self._answered = True
-            self._closedAtOnce = 0
-        return result
+        return connection.roundTrip(request, partReceived)
 
     def _tooLate(self, deadline):
         """
@@ -317,7 +297,6 @@ class TargetClientFactory(ReconnectingClientFactory):
         self.session = session
         self._lastFailure = None
         self._connectedAt = self.clock.seconds()
-        self._answered = False
         # The back-off starts over once the connection proves itself (see
         # targetLost), not yet: a device may accept and close at once.
         self.warnings.info(
@@ -350,7 +329,7 @@ class TargetClientFactory(ReconnectingClientFactory):
             self.log.info("Closed the connection to target {target}", target=self.name)
             return
         if (
-            not self._answered
+            not session.answered
             and not self._renewing
             and self.clock.seconds() - self._connectedAt
             < self.readyDelay + CLOSED_AT_ONCE

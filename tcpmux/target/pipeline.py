@@ -85,6 +85,7 @@ class PipelinedTargetSession(ConnectionReceiver):
                 # One request at a time, so nothing asked for them. (They
                 # could even carry the id the next request is about to get.)
                 self._renew("unrequested bytes after a response")
+            self.answered = True
             pending.callback(self.pipelining.responseFor(response, request))
         elif self._issued(wireId):
             # A late or repeated answer to a request already answered or

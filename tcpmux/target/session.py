@@ -21,12 +21,16 @@ class ConnectionReceiver:
     @ivar framer: the response framer this session receives from.
     @ivar retired: whether the connection was taken out of service; what it
         delivers from then on reaches no one.
+    @ivar answered: whether it answered a request: then it was no failed
+        attempt, whenever it closes (a device that accepts and closes at
+        once answers nothing).
     """
 
     log = Logger()
     framer = None
     transport = None
     retired = False
+    answered = False
     # Whether the bytes after an answer were counted as dropped already.
     _trailingCounted = False
 
@@ -127,6 +131,7 @@ class TargetSession(ConnectionReceiver):
             # The answer goes to its client, and the next request to a new
             # connection.
             self._retire("unrequested bytes after a response")
+        self.answered = True
         pending.callback(response)
 
     def partReceived(self, part):
@@ -136,6 +141,7 @@ class TargetSession(ConnectionReceiver):
             self.factory.droppedResponses += 1
             self._retire("part of a response that answers no request")
             return
+        self.answered = True
         if self._partReceived is not None:
             self._partReceived(part)
 
