@@ -302,6 +302,7 @@ class Bench:
         self.serial = 0
         self.tcpmuxPython = ensurePlainTcpmux(options)
         self.checkouts = dict(options.checkouts)
+        self.interpreters = dict(options.interpreters)
 
     def log(self, name):
         self.serial += 1
@@ -341,7 +342,7 @@ class Bench:
             env = None
         else:
             twistd = [
-                self.tcpmuxPython,
+                self.interpreters.get(system, self.tcpmuxPython),
                 "-c",
                 "from twisted.scripts.twistd import run; run()",
                 "-n",
@@ -578,7 +579,9 @@ class Bench:
                                 plan.append(("cell", protocol, system, clients, procs))
         for protocol in o.protocols[:1]:
             for clients in o.idle_clients:
-                for system in proxies[:1] + self.peers(protocol):
+                # (Another interpreter's memory differs: measured too.)
+                others = [p for p in proxies[1:] if p in self.interpreters]
+                for system in proxies[:1] + others + self.peers(protocol):
                     plan.append(("idle", protocol, system, clients, 1))
         return plan
 
@@ -911,6 +914,16 @@ def parseArgs(argv=None):
         help="also run tcpmux from another checkout (an earlier release, "
         "say) in the same run, as variant NAME (repeatable)",
     )
+    parser.add_argument(
+        "--interpreter",
+        action="append",
+        default=[],
+        dest="interpreter_specs",
+        metavar="NAME=PYTHON",
+        help="also run tcpmux from this checkout under another Python (PyPy, "
+        "say; it needs Twisted installed) in the same run, as variant NAME "
+        "(repeatable)",
+    )
     parser.add_argument("--tcpmux-args", default="", help="extra arguments for the default tcpmux variant, e.g. '--connections 4'")
     parser.add_argument(
         "--tcpmux-python",
@@ -958,6 +971,13 @@ def parseArgs(argv=None):
         if not sep or not name or not os.path.isdir(path):
             parser.error(f"--checkout {spec!r}: NAME=DIR, DIR a checkout of tcpmux")
         options.checkouts[name] = Path(path).resolve()
+        options.variants.append((name, ""))
+    options.interpreters = {}
+    for spec in options.interpreter_specs:
+        name, sep, python = spec.partition("=")
+        if not sep or not name or shutil.which(python) is None:
+            parser.error(f"--interpreter {spec!r}: NAME=PYTHON, PYTHON an interpreter with Twisted")
+        options.interpreters[name] = python
         options.variants.append((name, ""))
     for protocol in options.protocols:
         if protocol not in ("modbus", "echo", "http"):
