@@ -117,6 +117,16 @@ def _portProblem(text, lowest):
 
 # Endpoint types whose description names a TCP port.
 _TCP_SERVERS = ("tcp", "tcp6", "ssl")
+
+# The listen backlog of a listener that names none: as many connections as
+# --max-clients lets in by default may wait to be accepted. Twisted's own
+# default, 50, drops the handshakes of clients beyond it that connect at the
+# same instant (all of them, when tcpmux restarts), and they retry only
+# after one second, then three, then seven.
+LISTEN_BACKLOG = 1024
+# Where each server endpoint type takes its backlog as a positional argument
+# (twisted.internet.endpoints' parsers).
+_BACKLOG_POSITION = {"tcp": 2, "tcp6": 2, "ssl": 5, "unix": 2}
 _TCP_CLIENTS = ("tcp", "ssl", "tls")
 
 
@@ -134,6 +144,13 @@ def listenEndpoint(reactor, text, clientCA=None):
     if re.fullmatch(r"\s*[+-]\d+\s*", str(text)):
         description = f"tcp:{str(text).strip()}"
     kind, args, kwargs = _fields(description)
+    if (
+        kind in _BACKLOG_POSITION
+        and "backlog" not in kwargs
+        and len(args) <= _BACKLOG_POSITION[kind]
+    ):
+        description += f":backlog={LISTEN_BACKLOG}"
+        kwargs["backlog"] = str(LISTEN_BACKLOG)
     if kind in _TCP_SERVERS:
         port = kwargs.get("port", args[0] if args else None)
         if port is None:

@@ -6,7 +6,6 @@ One listener -> target pair as a Twisted service.
 import signal
 from contextlib import contextmanager
 
-from twisted.application import strports
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import gatherResults, maybeDeferred
@@ -14,6 +13,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from tcpmux import versions
+from tcpmux.config import listenEndpoint
 
 
 class CannotListen(Exception):
@@ -45,6 +45,8 @@ class MultiplexerService(MultiService):
         not when daemonized, where twistd reports an exception to the
         launching process (which then exits 1) but would wait forever
         after a L{SystemExit}.
+    @param endpoint: the server endpoint to listen on; by default the one
+        L{tcpmux.config.listenEndpoint} makes of C{listen}.
     """
 
     log = Logger()
@@ -67,13 +69,13 @@ class MultiplexerService(MultiService):
         self.multiplexer = multiplexer
         self.listen = listen
         if endpoint is None:
-            self.listener = strports.service(listen, multiplexer)
-        else:
-            # An endpoint built by tcpmux.config.listenEndpoint (an ssl: one
-            # that requires client certificates), raising at once as
-            # strports.service's does, for _listening.
-            self.listener = StreamServerEndpointService(endpoint, multiplexer)
-            self.listener._raiseSynchronously = True
+            from twisted.internet import reactor
+
+            endpoint = listenEndpoint(reactor, listen)
+        self.listener = StreamServerEndpointService(endpoint, multiplexer)
+        # A failure to listen is raised at once, as strports.service's is,
+        # for _listening.
+        self.listener._raiseSynchronously = True
         self.listener.setServiceParent(self)
 
     @property

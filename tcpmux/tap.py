@@ -8,7 +8,7 @@ import sys
 from twisted.application.service import MultiService
 from twisted.python import usage
 
-from tcpmux import configfile, logs, protocols, versions
+from tcpmux import logs, protocols, versions
 from tcpmux.client.queue import DUMP_BYTES
 from tcpmux.config import (
     listenDescription,
@@ -53,7 +53,9 @@ class Options(usage.Options):
          "Application protocol that frames messages (see --list-protocols)."],
         ["listen", "l", "8000",
          "Where clients connect: a port number, or a Twisted server endpoint "
-         "string (tcp:5020:interface=127.0.0.1, tcp6:5020, unix:/run/mux.sock)."],
+         "string (tcp:5020:interface=127.0.0.1, tcp6:5020, unix:/run/mux.sock). "
+         "Up to 1024 connections may wait to be accepted, unless it says "
+         "backlog=N."],
         ["target", "t", None,
          "Required. The target: host:port, [v6addr]:port, or a Twisted client "
          "endpoint string (tcp:host=10.0.0.5:port=502, unix:path=/run/dev.sock), "
@@ -116,12 +118,13 @@ class Options(usage.Options):
          "this long, and re-open it when one connects (0: keep it open; it "
          "is opened at start either way)."],
         ["busy-poll", None, "100us",
-         "While a request is out to the target, poll for its answer instead "
-         "of sleeping, for at most this long after it was written, when the "
-         "target's last answer came within that time: waking up costs tens "
-         "of microseconds (more on virtual machines), as much as a whole "
-         "round trip to a fast target. Slower targets are waited for "
-         "asleep, as with 0 (off)."],
+         "While bytes are due within this long, poll for them instead of "
+         "sleeping: a target's answer, when its last answer came within that "
+         "time, and the next request of a client that sent its last one that "
+         "soon after its answer. Waking up costs tens of microseconds (more "
+         "on virtual machines), as much as a whole round trip to a fast "
+         "target. Slower targets and clients are waited for asleep, as with "
+         "0 (off)."],
         ["request-gap", None, 0.0,
          "Leave at least this long between the end of one answer and the "
          "next request written to a target, for all clients together "
@@ -201,6 +204,7 @@ class Options(usage.Options):
     _sizes = ("max-client-buffer",)
 
     _failed = False
+    _argv = ()
 
     # The parsed config file (tcpmux.configfile.Config) with --config.
     config = None
@@ -208,8 +212,9 @@ class Options(usage.Options):
     def parseOptions(self, options=None):
         if options is None:
             options = sys.argv[1:]
+        # (Kept for --config, which must come alone: see postOptions.)
+        self._argv = options
         try:
-            configfile.checkAlone(self, options)
             usage.Options.parseOptions(self, options)
         except usage.UsageError:
             self._failed = True
@@ -267,7 +272,11 @@ class Options(usage.Options):
         from twisted.internet import reactor
 
         if self["config"] is not None:
-            # Each table is parsed by Options of its own.
+            # (Imported only here: a run without a config file needs none of
+            # it.) Each table is parsed by Options of its own.
+            from tcpmux import configfile
+
+            configfile.checkAlone(self, self._argv)
             self.config = configfile.load(self["config"], Options)
             return
         self._convert()
@@ -619,9 +628,7 @@ def makeMultiplexerService(options):
     multiplexer.name = options["name"] or listen
     logs.nameMux(multiplexer.name, multiplexer)
     multiplexer.clients.allow = options["allow"]
-    endpoint = None
-    if options["tls-client-ca"] is not None:
-        endpoint = listenEndpoint(reactor, options["listen"], options["tls-client-ca"])
+    endpoint = listenEndpoint(reactor, options["listen"], options["tls-client-ca"])
     # Run by twistd, the options' parent is twistd's own.
     twistd = options.parent
     service = MultiplexerService(

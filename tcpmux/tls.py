@@ -125,7 +125,7 @@ def clientCertificateEndpoint(reactor, description, args, kwargs, clientCA):
         **options,
     )
     try:
-        backlog = int(fields.get("backlog", 50))
+        backlog = int(fields["backlog"])
     except ValueError:
         raise ValueError(
             f"bad listen address {description!r}: backlog must be a number"

@@ -1,21 +1,24 @@
 """
-Listening and target addresses other than TCP: the whole service, as
-C{twistd tcpmux} builds it, on UNIX sockets at both ends, with Twisted's own
-RFC 862 echo protocol as the target.
+Listening and target addresses: the whole service, as C{twistd tcpmux}
+builds it, on UNIX sockets at both ends, and its listen backlog, with
+Twisted's own RFC 862 echo protocol as the target.
 """
 
 import os
+import selectors
 import socket
+import time
 
 from twisted.internet import reactor
-from twisted.internet.endpoints import UNIXServerEndpoint
+from twisted.internet.endpoints import TCP4ServerEndpoint, UNIXServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.threads import deferToThread
 from twisted.protocols.wire import Echo
 from twisted.trial.unittest import TestCase
 
+from tcpmux.config import LISTEN_BACKLOG
 from tcpmux.tap import Options, makeService
-from tests.support import until
+from tests.support import freePort, until
 
 
 class UNIXEndpointTests(TestCase):
@@ -68,3 +71,94 @@ class UNIXEndpointTests(TestCase):
         self.assertEqual(first, [f"a {i}\n".encode() for i in range(5)])
         self.assertEqual(second, [f"b {i}\n".encode() for i in range(5)])
         self.assertEqual(target.connections, 1)
+
+
+def somaxconn():
+    """
+    The kernel's cap on any listen backlog.
+    """
+    with open("/proc/sys/net/core/somaxconn") as f:
+        return int(f.read())
+
+
+class ListenBacklogTests(TestCase):
+    """
+    A listener waits with room for L{LISTEN_BACKLOG} connections that are
+    not accepted yet, unless its address names a backlog; Twisted's own
+    default, 50, drops the handshakes of clients beyond it that connect at
+    the same instant (as all do when tcpmux restarts), and they retry only a
+    second later.
+    """
+
+    timeout = 30
+
+    async def startService(self, listen):
+        target = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+            Factory.forProtocol(Echo)
+        )
+        self.addCleanup(target.stopListening)
+        options = Options()
+        options.parseOptions(
+            ["-p", "echo", "-l", listen, "-t", f"127.0.0.1:{target.getHost().port}"]
+        )
+        service = makeService(options)
+        service.startService()
+        self.addCleanup(service.stopService)
+        await until(lambda: service.multiplexer.target.ready)
+
+    def handshakes(self, port, count):
+        """
+        Connect C{count} clients to C{port} while tcpmux accepts none (its
+        reactor, which this runs in, is busy): the kernel completes only as
+        many handshakes as the backlog has room for.
+
+        @return: the clients, and how many of them are connected.
+        """
+        clients = []
+        self.addCleanup(lambda: [client.close() for client in clients])
+        with selectors.DefaultSelector() as selector:
+            for i in range(count):
+                client = socket.socket()
+                client.setblocking(False)
+                client.connect_ex(("127.0.0.1", port))
+                clients.append(client)
+                selector.register(client, selectors.EVENT_WRITE)
+            connected = set()
+            deadline = time.monotonic() + 1.0
+            while len(connected) < count and time.monotonic() < deadline:
+                for key, events in selector.select(0.1):
+                    if key.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                        connected.add(key.fileobj)
+                    selector.unregister(key.fileobj)
+        return clients, len(connected)
+
+    async def test_burstWaitsToBeAccepted(self):
+        """
+        Without C{backlog=}, 200 clients that connect while tcpmux is busy
+        all complete their handshakes (Twisted's default would take 51),
+        and each is then answered.
+        """
+        self.assertGreaterEqual(LISTEN_BACKLOG, 200)
+        port = freePort()
+        await self.startService(f"tcp:{port}:interface=127.0.0.1")
+        clients, connected = self.handshakes(port, 200)
+        self.assertEqual(connected, min(200, somaxconn() + 1))
+
+        def exchange():
+            for i, client in enumerate(clients):
+                client.setblocking(True)
+                client.settimeout(10)
+                client.sendall(b"ping %d\n" % i)
+            return [client.makefile("rb").readline() for client in clients]
+
+        answers = await deferToThread(exchange)
+        self.assertEqual(answers, [b"ping %d\n" % i for i in range(200)])
+
+    async def test_backlogGiven(self):
+        """
+        C{backlog=} in the listen address is the backlog.
+        """
+        port = freePort()
+        await self.startService(f"tcp:{port}:interface=127.0.0.1:backlog=5")
+        clients, connected = self.handshakes(port, 20)
+        self.assertEqual(connected, 6)
