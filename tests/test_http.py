@@ -2157,6 +2157,22 @@ _HEAD_PIECES = st.sampled_from(
     + [b"Content-Length", b"CONNECTION", b"Transfer-Encoding: chunked", b"close"]
 )
 
+# A line of a head: pieces at random, or most often a name, a colon and a
+# value, so that nearly valid field lines are common.
+_FIELD_LINE_LIKE = st.one_of(
+    st.lists(_HEAD_PIECES, max_size=8).map(b"".join),
+    st.builds(
+        lambda name, value: name + b":" + value,
+        st.sampled_from(sorted(_FRAMING_NAMES) + [b"Host", b"X-a", b"CONTENT-length", b"a b", b""]),
+        st.lists(_HEAD_PIECES, max_size=6).map(b"".join),
+    ),
+    st.builds(
+        lambda name, value: name + b":" + value,
+        st.sampled_from(sorted(_FRAMING_NAMES) + [b"Host"]),
+        st.lists(st.sampled_from([b" ", b"\t", b"1", b"close", b",", b"\x0b", b"\x80"]), max_size=5).map(b"".join),
+    ),
+)
+
 
 class OnePatternHeadTests(SynchronousTestCase):
     """
@@ -2177,23 +2193,25 @@ class OnePatternHeadTests(SynchronousTestCase):
         if request:
             self.assertEqual(head.method, expected[0][0], message)
 
-    @settings(max_examples=3000, deadline=None)
+    @settings(max_examples=6000, deadline=None)
     @given(
-        st.sampled_from([b"GET / HTTP/1.1", b"POST /x?y HTTP/1.0", b"GET  / HTTP/1.1", b"G\x00T / HTTP/1.1"]),
-        st.lists(st.lists(_HEAD_PIECES, max_size=8).map(b"".join), max_size=5),
+        st.sampled_from(
+            [(True, line) for line in
+             [b"GET / HTTP/1.1", b"POST /x?y HTTP/1.0", b"GET  / HTTP/1.1", b"G\x00T / HTTP/1.1"]]
+            + [(False, line) for line in
+               [b"HTTP/1.1 200 OK", b"HTTP/1.0 204", b"HTTP/1.1 099 x", b"HTTP/1.1 200 \x01"]]
+        ),
+        st.lists(_FIELD_LINE_LIKE, max_size=5),
         st.sampled_from([b"\r\n\r\n", b"\r\n\r\nbody", b"\n\r\n", b"\r\n"]),
     )
-    def test_requestHeads(self, startLine, lines, end):
-        self.check(b"\r\n".join([startLine] + lines) + end, True)
-
-    @settings(max_examples=3000, deadline=None)
-    @given(
-        st.sampled_from([b"HTTP/1.1 200 OK", b"HTTP/1.0 204", b"HTTP/1.1 099 x", b"HTTP/1.1 200 \x01"]),
-        st.lists(st.lists(_HEAD_PIECES, max_size=8).map(b"".join), max_size=5),
-        st.sampled_from([b"\r\n\r\n", b"\r\n\r\nbody", b"\n\r\n", b"\r\n"]),
-    )
-    def test_responseHeads(self, statusLine, lines, end):
-        self.check(b"\r\n".join([statusLine] + lines) + end, False)
+    def test_heads(self, start, lines, end):
+        """
+        Requests and responses, from a valid or a malformed start line, with
+        field lines made of tokens, framing field names, separators,
+        whitespace, control characters, obs-text and line ends.
+        """
+        request, startLine = start
+        self.check(b"\r\n".join([startLine] + lines) + end, request)
 
     def test_framingFieldsOnly(self):
         """
