@@ -21,7 +21,7 @@ from tcpmux.protocols.echo import application as echo
 from tcpmux.protocols.modbus import application as modbus
 from tests.faults import FaultTarget, answer, ask, captureLogs, connect
 from tests.memory import MemoryTarget, connectClient, memoryMultiplexer
-from tests.modbus import exceptionResponse, readRequest
+from tests.modbus import exceptionResponse, readRequest, readResponse
 from tests.support import freePort, runTwistd, startMultiplexer
 
 CLOSED = "closed the connection right after accepting it"
@@ -290,6 +290,47 @@ class ClosedAtOnceUnitTests(SynchronousTestCase):
             self.assertEqual(results, [])
             self.assertEqual(self.target.pendingAttempts(), 1)
         self.assertFalse([line for line in self.logs if HINT in line])
+
+    def test_modbusAnsweredThenClosedIsNormal(self):
+        """
+        The same for a Modbus target, whose answers are matched by
+        transaction id: a connection that answered, then closed, is no
+        failed attempt.
+        """
+        self.target = MemoryTarget(modbus, retryDelay=1.0, maxRetryDelay=30.0)
+        self.target.factory.start()
+        def ask():
+            results = []
+            self.target.factory.roundTrip(readRequest(7, 100)).addBoth(results.append)
+            return results
+
+        results = ask()
+        for round in range(3):
+            transport, _ = self.target.accept()
+            wireId = int.from_bytes(transport.value()[:2], "big")
+            transport.protocol.dataReceived(readResponse(wireId, 42))
+            self.assertEqual(results, [readResponse(7, 42)])
+            transport.loseConnection()
+            results = ask()
+            self.assertEqual(results, [])
+            self.assertEqual(self.target.pendingAttempts(), 1)
+        self.assertFalse([line for line in self.logs if HINT in line])
+
+    def test_unrequestedBytesAreNoAnswer(self):
+        """
+        Bytes a target pushes with nothing asked, or an answer with an id
+        no request carried, do not make its connection one that answered.
+        """
+        transport, session = self.target.accept()
+        transport.protocol.dataReceived(b"pushed\n")
+        self.assertFalse(session.answered)
+        target = MemoryTarget(modbus, retryDelay=1.0, maxRetryDelay=30.0)
+        target.factory.start()
+        transport, session = target.accept()
+        target.factory.roundTrip(readRequest(7, 100)).addErrback(lambda failure: None)
+        wireId = int.from_bytes(transport.value()[:2], "big")
+        transport.protocol.dataReceived(readResponse(wireId + 1, 42))
+        self.assertFalse(session.answered)
 
     def test_renewalIsNormal(self):
         """
