@@ -144,13 +144,6 @@ def listenEndpoint(reactor, text, clientCA=None):
     if re.fullmatch(r"\s*[+-]\d+\s*", str(text)):
         description = f"tcp:{str(text).strip()}"
     kind, args, kwargs = _fields(description)
-    if (
-        kind in _BACKLOG_POSITION
-        and "backlog" not in kwargs
-        and len(args) <= _BACKLOG_POSITION[kind]
-    ):
-        description += f":backlog={LISTEN_BACKLOG}"
-        kwargs["backlog"] = str(LISTEN_BACKLOG)
     if kind in _TCP_SERVERS:
         port = kwargs.get("port", args[0] if args else None)
         if port is None:
@@ -167,6 +160,12 @@ def listenEndpoint(reactor, text, clientCA=None):
                 f"(ssl:5020:privateKey=key.pem:certKey=cert.pem), not {text!r}"
             )
         return tls.clientCertificateEndpoint(reactor, description, args, kwargs, clientCA)
+    if (
+        kind in _BACKLOG_POSITION
+        and "backlog" not in kwargs
+        and len(args) <= _BACKLOG_POSITION[kind]
+    ):
+        description += f":backlog={LISTEN_BACKLOG}"
     try:
         return serverFromString(reactor, description)
     except ImportError:

@@ -8,6 +8,8 @@ import re
 
 from twisted.python.filepath import FilePath
 
+from tcpmux.config import LISTEN_BACKLOG
+
 NEEDS_PYOPENSSL = (
     "TLS needs pyOpenSSL and service_identity: pip install 'tcpmux[tls]'"
 )
@@ -125,7 +127,7 @@ def clientCertificateEndpoint(reactor, description, args, kwargs, clientCA):
         **options,
     )
     try:
-        backlog = int(fields["backlog"])
+        backlog = int(fields.get("backlog", LISTEN_BACKLOG))
     except ValueError:
         raise ValueError(
             f"bad listen address {description!r}: backlog must be a number"
