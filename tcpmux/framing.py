@@ -106,6 +106,13 @@ class FrameReceiver(MessageFramer):
     _data = b""  # bytes received and not yet delivered start at _start
     _start = 0
     _refused = False
+    # Whether the subclass checks whole frames (most have no check of their
+    # own: not calling the default saves a call per message).
+    _checksFrames = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls._checksFrames = cls.checkFrame is not FrameReceiver.checkFrame
 
     def dataReceived(self, data):
         if self._refused:
@@ -127,10 +134,11 @@ class FrameReceiver(MessageFramer):
                 break
             # The common case is one whole frame per read: pass it uncopied.
             frame = data if start == 0 and end == size else data[start:end]
-            problem = self.checkFrame(frame)
-            if problem is not None:
-                self._refuse(problem)
-                return
+            if self._checksFrames:
+                problem = self.checkFrame(frame)
+                if problem is not None:
+                    self._refuse(problem)
+                    return
             # While the frame is delivered, buffered() counts what follows
             # it in this read.
             self._data, self._start = data, end

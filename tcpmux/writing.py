@@ -35,32 +35,26 @@ def writeNow(transport, data):
         and not transport.TLS
         and transport.connected
         and not transport.disconnecting
-        and not _buffered(transport)
     ):
         try:
-            sent = transport.socket.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            # Let the transport meet the error again and report it in its
-            # own way (connectionLost with the reason).
-            sent = 0
-        if sent == len(data):
-            return
-        data = data[sent:]
+            buffered = transport.dataBuffer or transport._tempDataBuffer
+        except AttributeError:
+            # A Twisted release that renamed its buffers: write() keeps the
+            # order whatever they are called.
+            buffered = True
+        if not buffered:
+            try:
+                sent = transport.socket.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                # Let the transport meet the error again and report it in
+                # its own way (connectionLost with the reason).
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
     transport.write(data)
-
-
-def _buffered(transport):
-    """
-    Whether C{transport} holds bytes not yet sent; C{True} if it cannot
-    tell (a Twisted release that renamed its buffers), so that the caller
-    falls back to C{write()}.
-    """
-    try:
-        return transport.dataBuffer or transport._tempDataBuffer
-    except AttributeError:
-        return True
 
 
 def noDelay(transport):

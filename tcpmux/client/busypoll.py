@@ -57,13 +57,11 @@ class BusyPoll:
         self._call = None
         self._tooSlow = 0
 
-    def _worthPolling(self, seconds):
+    def _probeAnyway(self):
         """
-        Whether to poll for something that came C{seconds} after it was
-        awaited the last time (L{None}: unknown).
+        Whether to poll for something judged too slow to poll for: one in
+        L{PROBE_EVERY} is, to find out whether it still is.
         """
-        if seconds is not None and seconds <= self.budget:
-            return True
         self._tooSlow += 1
         if self._tooSlow < PROBE_EVERY:
             return False
@@ -76,7 +74,8 @@ class BusyPoll:
         """
         self._inFlight += 1
         self._sentAt = now = self.timer()
-        if self.lastAnswer is not None and not self._worthPolling(self.lastAnswer):
+        lastAnswer = self.lastAnswer
+        if lastAnswer is not None and lastAnswer > self.budget and not self._probeAnyway():
             # A slow target: sleeping until it answers is cheaper.
             return
         self._answerUntil = now + self.budget
@@ -97,7 +96,8 @@ class BusyPoll:
         C{thinkTime} seconds to send its next request after the previous
         answer (L{None}: unknown).
         """
-        if self._worthPolling(thinkTime):
+        # (Unknown, None, is judged too slow.)
+        if (thinkTime is not None and thinkTime <= self.budget) or self._probeAnyway():
             self._requestUntil = now + self.budget
             self._start()
 

@@ -193,7 +193,10 @@ class TargetClientFactory(ReconnectingClientFactory):
             self._renewing = True
             connection = None
         if connection is not None:
-            return self._sendInTime(connection, request, deadline, partReceived)
+            tooLate = self._tooLate(deadline)
+            if tooLate is not None:
+                return tooLate
+            return connection.roundTrip(request, partReceived)
         tooLate = self._tooLate(deadline)
         if tooLate is not None:
             return tooLate
