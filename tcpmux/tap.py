@@ -124,7 +124,7 @@ class Options(usage.Options):
          "soon after its answer. Waking up costs tens of microseconds (more "
          "on virtual machines), as much as a whole round trip to a fast "
          "target. Slower targets and clients are waited for asleep, as with "
-         "0 (off)."],
+         "0 (off), and polling pauses while the proxy is too busy to sleep."],
         ["request-gap", None, 0.0,
          "Leave at least this long between the end of one answer and the "
          "next request written to a target, for all clients together "

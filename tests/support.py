@@ -5,6 +5,7 @@ processes, free ports, and blocking-socket reads.
 """
 
 import os
+import selectors
 import socket
 import sys
 import time
@@ -218,3 +219,39 @@ async def until(condition, timeout=10):
         if time.monotonic() > deadline:
             raise AssertionError("condition never became true")
         await deferLater(reactor, 0.005)
+
+
+def somaxconn():
+    """
+    The kernel's cap on any listen backlog.
+    """
+    with open("/proc/sys/net/core/somaxconn") as f:
+        return int(f.read())
+
+
+def handshakes(testCase, port, count):
+    """
+    Connect C{count} clients to C{port} while the listener accepts none (its
+    reactor, which this runs in, is busy): the kernel completes only as many
+    TCP handshakes as the listen backlog has room for. The clients are
+    closed when C{testCase} ends.
+
+    @return: the clients, and how many of them are connected.
+    """
+    clients = []
+    testCase.addCleanup(lambda: [client.close() for client in clients])
+    with selectors.DefaultSelector() as selector:
+        for i in range(count):
+            client = socket.socket()
+            client.setblocking(False)
+            client.connect_ex(("127.0.0.1", port))
+            clients.append(client)
+            selector.register(client, selectors.EVENT_WRITE)
+        connected = set()
+        deadline = time.monotonic() + 1.0
+        while len(connected) < count and time.monotonic() < deadline:
+            for key, events in selector.select(0.1):
+                if key.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                    connected.add(key.fileobj)
+                selector.unregister(key.fileobj)
+    return clients, len(connected)

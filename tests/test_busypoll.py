@@ -10,7 +10,7 @@ from twisted.internet.task import Clock, deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tcpmux.client.busypoll import PROBE_EVERY, BusyPoll
+from tcpmux.client.busypoll import MIN_SAVED, PROBE_EVERY, REST, WINDOW, BusyPoll
 from tests.faults import FaultTarget, answer, ask, connect
 from tests.modbus import clientSession, readRequest, readResponse
 from tests.support import buildMultiplexer, runExample, startMultiplexer, until
@@ -129,6 +129,60 @@ class BusyPollTests(SynchronousTestCase):
         self.assertEqual(self.turn(0.00004), 1)
         self.turn(0.00002)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def pollTurns(self, busyTurns, idleTurns, count):
+        """
+        C{count} polled turns (while a request is due, the timer standing
+        still), in cycles of C{busyTurns} turns that each found a request
+        to read, then C{idleTurns} that found nothing.
+        """
+        self.poll.requestSent()
+        cycle = [True] * busyTurns + [False] * idleTurns
+        for i in range(count):
+            if cycle[i % len(cycle)]:
+                self.poll.requestReceived()
+            self.turn()
+
+    def test_restsWhenNoSleepIsSaved(self):
+        """
+        When every polled turn found work (a proxy kept busy by many
+        clients), polling saved no sleep: after L{WINDOW} polled turns it
+        stops, and starts no poll for the next L{REST} answers; then it
+        polls again.
+        """
+        self.pollTurns(1, 0, WINDOW)
+        self.assertEqual(self.poll.resting, REST)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.poll.requestSent()
+        self.poll.replied(0.00001, self.timer())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        for _ in range(REST):
+            self.poll.answered()
+        self.poll.requestSent()
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+
+    def test_keepsPollingWhileItSavesSleeps(self):
+        """
+        Idle turns cost nothing (there was nothing else to do): one busy
+        turn, then twenty that found nothing (one client, waiting for its
+        answer) is a sleep saved per busy turn, and polling goes on.
+        """
+        self.pollTurns(1, 20, WINDOW)
+        self.assertEqual(self.poll.resting, 0)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+
+    def test_judgedBySleepsSavedPerBusyTurn(self):
+        """
+        Four busy turns to a sleep saved (as with 100 Modbus clients) is
+        worth polling for; twenty (HTTP from 10 clients) is not, however
+        long the run of idle turns that saved the sleep.
+        """
+        self.assertGreater(1 / 4, MIN_SAVED)
+        self.pollTurns(4, 1, WINDOW)
+        self.assertEqual(self.poll.resting, 0)
+        self.assertLess(1 / 20, MIN_SAVED)
+        self.pollTurns(20, 5, WINDOW)
+        self.assertEqual(self.poll.resting, REST)
 
     def test_stop(self):
         """

@@ -5,9 +5,7 @@ Twisted's own RFC 862 echo protocol as the target.
 """
 
 import os
-import selectors
 import socket
-import time
 
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint, UNIXServerEndpoint
@@ -18,7 +16,7 @@ from twisted.trial.unittest import TestCase
 
 from tcpmux.config import LISTEN_BACKLOG
 from tcpmux.tap import Options, makeService
-from tests.support import freePort, until
+from tests.support import freePort, handshakes, somaxconn, until
 
 
 class UNIXEndpointTests(TestCase):
@@ -73,14 +71,6 @@ class UNIXEndpointTests(TestCase):
         self.assertEqual(target.connections, 1)
 
 
-def somaxconn():
-    """
-    The kernel's cap on any listen backlog.
-    """
-    with open("/proc/sys/net/core/somaxconn") as f:
-        return int(f.read())
-
-
 class ListenBacklogTests(TestCase):
     """
     A listener waits with room for L{LISTEN_BACKLOG} connections that are
@@ -106,32 +96,6 @@ class ListenBacklogTests(TestCase):
         self.addCleanup(service.stopService)
         await until(lambda: service.multiplexer.target.ready)
 
-    def handshakes(self, port, count):
-        """
-        Connect C{count} clients to C{port} while tcpmux accepts none (its
-        reactor, which this runs in, is busy): the kernel completes only as
-        many handshakes as the backlog has room for.
-
-        @return: the clients, and how many of them are connected.
-        """
-        clients = []
-        self.addCleanup(lambda: [client.close() for client in clients])
-        with selectors.DefaultSelector() as selector:
-            for i in range(count):
-                client = socket.socket()
-                client.setblocking(False)
-                client.connect_ex(("127.0.0.1", port))
-                clients.append(client)
-                selector.register(client, selectors.EVENT_WRITE)
-            connected = set()
-            deadline = time.monotonic() + 1.0
-            while len(connected) < count and time.monotonic() < deadline:
-                for key, events in selector.select(0.1):
-                    if key.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
-                        connected.add(key.fileobj)
-                    selector.unregister(key.fileobj)
-        return clients, len(connected)
-
     async def test_burstWaitsToBeAccepted(self):
         """
         Without C{backlog=}, 200 clients that connect while tcpmux is busy
@@ -141,7 +105,7 @@ class ListenBacklogTests(TestCase):
         self.assertGreaterEqual(LISTEN_BACKLOG, 200)
         port = freePort()
         await self.startService(f"tcp:{port}:interface=127.0.0.1")
-        clients, connected = self.handshakes(port, 200)
+        clients, connected = handshakes(self, port, 200)
         self.assertEqual(connected, min(200, somaxconn() + 1))
 
         def exchange():
@@ -160,5 +124,5 @@ class ListenBacklogTests(TestCase):
         """
         port = freePort()
         await self.startService(f"tcp:{port}:interface=127.0.0.1:backlog=5")
-        clients, connected = self.handshakes(port, 20)
+        clients, connected = handshakes(self, port, 20)
         self.assertEqual(connected, 6)

@@ -25,7 +25,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tcpmux.tap import Options, makeService
 from tests.faults import FaultTarget, answer
-from tests.support import freePort, spawnChild
+from tcpmux.config import LISTEN_BACKLOG
+from tests.support import freePort, handshakes, somaxconn, spawnChild
 
 OPENSSL = shutil.which("openssl")
 
@@ -265,6 +266,51 @@ class TLSTests(TLSTestMixin, TestCase):
         echoed, lines = await self.openssl(port)
         self.assertFalse(echoed, lines)
         self.assertEqual(self.target.requests, [b"hello over openssl\n"])
+
+
+class ClientCertificateBacklogTests(TLSTestMixin, TestCase):
+    """
+    The C{ssl:} listener that requires client certificates is built by
+    tcpmux, not by Twisted's parser: its listen backlog is still
+    L{LISTEN_BACKLOG} unless the address names one. (The TCP handshake
+    completes in the kernel, before any TLS, so it is counted the same way
+    as a plain listener's.)
+    """
+
+    def setUp(self):
+        TLSTestMixin.setUp(self)
+        self.target = FaultTarget("echo", answer)
+        self.targetPort = self.target.listen(self)
+
+    def test_defaultBacklog(self):
+        """
+        Without C{backlog=}, 200 clients that connect while tcpmux is busy
+        all complete their handshakes (Twisted's default would take 51).
+        """
+        self.assertGreaterEqual(LISTEN_BACKLOG, 200)
+        port = self.startService("--tls-client-ca", self.certificates.path("ca.pem"))
+        clients, connected = handshakes(self, port, 200)
+        self.assertEqual(connected, min(200, somaxconn() + 1))
+
+    def test_backlogGiven(self):
+        """
+        C{backlog=} in the address is the backlog, by keyword or in its
+        place among the C{ssl:} fields.
+        """
+        key = self.certificates.path("server.key")
+        certificate = self.certificates.path("server.pem")
+        for description in (
+            "ssl:{port}:interface=127.0.0.1:privateKey={key}:certKey={certificate}"
+            ":backlog=5",
+            # port, privateKey, certKey, sslmethod, interface, backlog
+            "ssl:{port}:{key}:{certificate}:TLS_METHOD:127.0.0.1:5",
+        ):
+            self.listenDescription = lambda port, description=description: (
+                description.format(port=port, key=key, certificate=certificate)
+            )
+            port = self.startService("--tls-client-ca", self.certificates.path("ca.pem"))
+            clients, connected = handshakes(self, port, 20)
+            self.assertEqual(connected, 6, description)
 
 
 class OptionTests(TLSTestMixin, SynchronousTestCase):

@@ -143,9 +143,11 @@ class ClientSession(TimeoutMixin):
         self.setTimeout(self.clientTimeout)
 
     def messageReceived(self, request):
-        if self._repliedAt is not None:
-            self._thinkTime = self.busyPoll.timer() - self._repliedAt
-            self._repliedAt = None
+        if self.busyPoll is not None:
+            now = self.busyPoll.requestReceived()
+            if self._repliedAt is not None:
+                self._thinkTime = now - self._repliedAt
+                self._repliedAt = None
         if self.trip is None and not self.requests and not (
             self.writePaused or self.gone
         ):
