@@ -35,6 +35,7 @@ from tcpmux.errors import (
     TargetUnavailable,
 )
 from tcpmux.protocols.http import (
+    closesAfter,
     BadMessage,
     Head,
     HTTPRequestReceiver,
@@ -2172,6 +2173,77 @@ _FIELD_LINE_LIKE = st.one_of(
         st.lists(st.sampled_from([b" ", b"\t", b"1", b"close", b",", b"\x0b", b"\x80"]), max_size=5).map(b"".join),
     ),
 )
+
+
+class ClosesClientTests(SynchronousTestCase):
+    """
+    L{HTTP.closesClient} decides the plain keep-alive case without parsing
+    either head; whatever the heads, it says what parsing both says
+    (L{closesAfter}).
+    """
+
+    @settings(max_examples=3000, deadline=None)
+    @given(
+        st.sampled_from(
+            [b"GET / HTTP/1.1", b"HEAD /x HTTP/1.1", b"POST / HTTP/1.0", b"GET /HTTP/1.1 HTTP/1.0"]
+        ),
+        st.lists(
+            st.sampled_from(
+                [b"Host: x", b"Connection: close", b"connection:keep-alive",
+                 b"CONNECTION: Close, Upgrade", b"X-Connection: close", b"Content-Length: 0",
+                 b"Transfer-Encoding: chunked", b"Accept: */*"]
+            ),
+            max_size=3,
+        ),
+        st.lists(
+            st.sampled_from(
+                [b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 103 Early Hints\r\nLink: </s>\r\n\r\n"]
+            ),
+            max_size=1,
+        ),
+        st.sampled_from(
+            [b"HTTP/1.1 200 OK", b"HTTP/1.1 204 No Content", b"HTTP/1.1 304 Not Modified",
+             b"HTTP/1.1 101 Switching Protocols", b"HTTP/1.0 200 OK", b"HTTP/1.1 502 Bad Gateway",
+             b"HTTP/1.1 200 HTTP/1.1 "]
+        ),
+        st.lists(
+            st.sampled_from(
+                [b"Content-Length: 2", b"content-length:\t2 ", b"Content-Length: 2, 2",
+                 b"Content-Length: x", b"Transfer-Encoding: chunked", b"Connection: close",
+                 b"Connection: keep-alive", b"X-Content-Length: 2", b"Content-Type: text/plain",
+                 b"Transfer-Encoding: 2"]
+            ),
+            max_size=3,
+        ),
+        st.sampled_from([b"\r\n\r\nok", b"\r\n\r\n", b"\r\n"]),
+    )
+    def test_sameAsParsing(self, requestLine, requestFields, interim, statusLine, fields, end):
+        """
+        Requests and responses of either version, with and without
+        Connection, Content-Length (plain, padded, listed, bad) and
+        Transfer-Encoding, behind interim responses or none.
+        """
+        request = b"\r\n".join([requestLine] + requestFields) + b"\r\n\r\n"
+        response = b"".join(interim) + b"\r\n".join([statusLine] + fields) + end
+        self.assertEqual(
+            application.closesClient(request, response),
+            closesAfter(request, response),
+            (request, response),
+        )
+
+    def test_plainKeepAlive(self):
+        """
+        The common case stays open; a close in either head, a response that
+        runs to the close, or a version of 1.0 closes.
+        """
+        ok = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+        self.assertFalse(application.closesClient(GET, ok))
+        self.assertTrue(
+            application.closesClient(GET.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"), ok)
+        )
+        self.assertTrue(application.closesClient(GET, ok.replace(b"OK\r\n", b"OK\r\nConnection: close\r\n")))
+        self.assertTrue(application.closesClient(GET, b"HTTP/1.1 200 OK\r\n\r\nok"))
+        self.assertTrue(application.closesClient(GET, ok.replace(b"HTTP/1.1", b"HTTP/1.0")))
 
 
 class OnePatternHeadTests(SynchronousTestCase):

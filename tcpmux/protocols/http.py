@@ -389,6 +389,57 @@ def connectionEnds(request, response):
     )
 
 
+def _plainKeepAlive(request, response):
+    """
+    Whether C{request} and C{response}, both HTTP/1.1, keep the connection
+    open for a plain reason: the request has no C{Connection} field, and
+    the response is a final one whose only framing field is a
+    C{Content-Length} of digits. (L{False} says nothing: the heads are then
+    parsed and judged by L{closesAfter}.) Both heads were parsed and
+    checked by the framers on their way; this reads only what decides.
+    """
+    if not response.startswith(b"HTTP/1.1 ") or response[9:10] == b"1":
+        return False
+    end = response.find(b"\r\n\r\n")
+    if end < 0:
+        return False
+    fields = _FRAMING_FIELD.findall(response, 0, end + 2)
+    if len(fields) != 1:
+        return False
+    name, value = fields[0]
+    if name.lower() != b"content-length" or not value.strip(_OWS).isdigit():
+        return False
+    lineEnd = request.find(b"\r\n")
+    end = request.find(b"\r\n\r\n")
+    if not request.endswith(b" HTTP/1.1", 0, lineEnd) or end < 0:
+        return False
+    for name, value in _FRAMING_FIELD.findall(request, 0, end + 2):
+        if name.lower() == b"connection":
+            return False
+    return True
+
+
+def closesAfter(request, response):
+    """
+    Whether the connection that carried C{request} (bytes) must close after
+    C{response} (bytes: any interim responses, then the final one's head
+    at least), judged on both heads parsed; L{True} when there is no whole
+    final head, or a head is malformed.
+    """
+    start = 0
+    try:
+        while True:
+            end = response.find(b"\r\n\r\n", start)
+            if end < 0:
+                return True
+            head = parseResponseHead(response[start : end + 4])
+            if head.status >= 200:
+                return connectionEnds(parseRequestHead(request), head)
+            start = end + 4
+    except BadMessage:
+        return True
+
+
 def errorReply(status, explanation, bodyless=False):
     """
     A complete C{HTTP/1.1} response that closes the connection, with a
@@ -891,18 +942,11 @@ class HTTP(ApplicationProtocol):
             responses, then the final one. Without a whole final head in
             it, the client is closed, to be safe.
         """
-        start = 0
-        try:
-            while True:
-                end = response.find(b"\r\n\r\n", start)
-                if end < 0:
-                    return True
-                head = parseResponseHead(response[start : end + 4])
-                if head.status >= 200:
-                    return connectionEnds(parseRequestHead(request), head)
-                start = end + 4
-        except BadMessage:
-            return True
+        if _plainKeepAlive(request, response):
+            # Asked of every answer: the common case, without parsing two
+            # heads that both framers parsed already.
+            return False
+        return closesAfter(request, response)
 
     def describe(self, message):
         """
