@@ -193,10 +193,7 @@ class TargetClientFactory(ReconnectingClientFactory):
             self._renewing = True
             connection = None
         if connection is not None:
-            tooLate = self._tooLate(deadline)
-            if tooLate is not None:
-                return tooLate
-            return connection.roundTrip(request, partReceived)
+            return self._sendInTime(connection, request, deadline, partReceived)
         tooLate = self._tooLate(deadline)
         if tooLate is not None:
             return tooLate
