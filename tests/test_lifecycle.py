@@ -231,6 +231,25 @@ class ClientTimeoutUnitTests(SynchronousTestCase):
         self.clock.advance(0.1)
         self.assertFalse(transport.connected)
 
+    def test_oneTimerMovedOn(self):
+        """
+        Round trips one after another move the client's one timer on,
+        rather than cancel it and set another each (a cancelled call stays
+        in the reactor's heap): idleness still counts from the last answer.
+        """
+        client, transport = connectClient(self.multiplexer, 4006)
+        [timer] = self.clock.getDelayedCalls()
+        for second in range(12):
+            self.clock.advance(1)
+            client.dataReceived(b"again\n")
+            self.target.pending.pop()[1].callback(b"again\n")
+        self.assertEqual(self.clock.getDelayedCalls(), [timer])
+        self.assertFalse(timer.cancelled)
+        self.clock.advance(9.9)
+        self.assertTrue(transport.connected)
+        self.clock.advance(0.1)
+        self.assertFalse(transport.connected)
+
     def test_offByDefault(self):
         multiplexer = Multiplexer(echo, self.target, clock=self.clock)
         client, transport = connectClient(multiplexer, 4004)

@@ -220,6 +220,100 @@ class QueueCounterTests(SynchronousTestCase):
         self.assertEqual((stats.ok, stats.latencySum, stats.lastOk), (0, 0.0, None))
 
 
+class DeadlineTimerTests(SynchronousTestCase):
+    """
+    The round-trip queue times every round trip with one timer, which a
+    queue that falls idle leaves to lapse rather than cancel.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.target = FakeTarget()
+        self.queue = RoundTripQueue(self.target, self.clock, timeout=5.0)
+        self.failures = []
+
+    def submit(self, result):
+        self.target.results.append(result)
+        trip = self.queue.submit(b"request", "client")
+        trip.result.addErrback(self.failures.append)
+        return trip
+
+    def timers(self):
+        """
+        The queue's deadline timers pending on the clock.
+        """
+        return [
+            call
+            for call in self.clock.getDelayedCalls()
+            if call.func == self.queue._deadlinePassed
+        ]
+
+    def test_oneTimerForRoundTripsOneAtATime(self):
+        """
+        Round trips answered one after another, each the only one in the
+        queue, share one timer: none is cancelled and set again per round
+        trip (the reactor would keep every cancelled one in its heap).
+        """
+        self.submit(b"first")
+        [timer] = self.clock.getDelayedCalls()
+        for n in range(10):
+            self.clock.advance(0.1)
+            self.submit(b"answer")
+        self.assertEqual(self.clock.getDelayedCalls(), [timer])
+        self.assertFalse(timer.cancelled)
+        self.assertEqual(self.queue.stats.ok, 11)
+
+    def test_idleTimerLapses(self):
+        """
+        With nothing unanswered when it fires, the timer sets no other.
+        """
+        self.submit(b"answer")
+        self.clock.advance(5.0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.failures, [])
+
+    def test_laterDeadlineKept(self):
+        """
+        A round trip submitted after the timer was set for an earlier,
+        answered one times out at its own deadline, not the earlier one.
+        """
+        self.submit(b"answer")
+        self.clock.advance(4.0)
+        self.submit(Deferred())
+        self.clock.advance(1.0)
+        self.assertEqual(self.failures, [])
+        self.clock.advance(3.9)
+        self.assertEqual(self.failures, [])
+        self.clock.advance(0.1)
+        [failure] = self.failures
+        failure.trap(TargetTimeout)
+        self.assertEqual(self.queue.stats.timeout, 1)
+        self.assertEqual(self.timers(), [])
+
+    def test_stopCancelsTimer(self):
+        """
+        Once the queue is stopped, no timer outlives its work.
+        """
+        self.submit(b"answer")
+        stopped = self.queue.stop(1.0)
+        self.successResultOf(stopped)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_stopCancelsTimerOnceAnswered(self):
+        """
+        A round trip still in flight when the queue is stopped keeps its
+        timer until it is answered; then the timer goes too.
+        """
+        answer = Deferred()
+        self.submit(answer)
+        stopped = self.queue.stop(10.0)
+        self.assertNoResult(stopped)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 2)
+        answer.callback(b"answer")
+        self.successResultOf(stopped)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
 class TargetCounterTests(SynchronousTestCase):
     """
     The target connection counts reconnects and dropped answers.

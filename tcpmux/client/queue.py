@@ -243,14 +243,22 @@ class RoundTripQueue:
         C{trip} was answered or failed: its deadline no longer counts.
         """
         unanswered = self._unanswered
-        if (
-            unanswered.pop(trip, 1) is None
-            and not unanswered
-            and self._deadlineCall is not None
-        ):
-            # (Nothing left to time: no timer outlives the queue's work.)
+        unanswered.pop(trip, None)
+        # With nothing left to time, the timer is left to lapse (it finds
+        # nothing and sets no other), not cancelled: one client's round
+        # trips, one at a time, would otherwise cancel one timer and set
+        # another per round trip, and the reactor keeps cancelled calls in
+        # its heap until they are dozens, which every callLater (busy
+        # polling's, one per reactor turn) then sorts through. Once tcpmux
+        # is stopping, no timer outlives the queue's work.
+        if self.stopping and not unanswered:
+            self._stopTimer()
+
+    def _stopTimer(self, result=None):
+        if not self._unanswered and self._deadlineCall is not None:
             self._deadlineCall.cancel()
             self._deadlineCall = None
+        return result
 
     def _failed(self, failure, trip):
         self._forget(trip)
@@ -313,7 +321,8 @@ class RoundTripQueue:
         # Every slot of the lock or semaphore: no round trip in flight.
         drained = gatherResults([self.lock.acquire() for _ in range(self.concurrency)])
         drained.addTimeout(timeout, self.clock)
-        return drained.addErrback(lambda failure: None)
+        drained.addErrback(lambda failure: None)
+        return drained.addCallback(self._stopTimer)
 
     def flushLogs(self):
         self.failures.flushAll()

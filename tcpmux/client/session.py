@@ -224,9 +224,8 @@ class ClientSession(TimeoutMixin):
         self._dispatch(request)
 
     def _dispatch(self, request):
-        if self.clientTimeout:
-            # Waiting for an answer is not idleness.
-            self.setTimeout(None)
+        # (Waiting for an answer is not idleness: a --client-timeout timer
+        # that fires meanwhile looks again later, timeoutConnection.)
         self._answerStart = b""
         self.trip = trip = self.dispatcher.dispatch(
             request, self.peer, self._partReceived
@@ -298,7 +297,10 @@ class ClientSession(TimeoutMixin):
             # Half-closed: it has every answer it asked for.
             self.transport.loseConnection()
         elif self.clientTimeout:
-            self.setTimeout(self.clientTimeout)
+            # Idle from now: the one timer is moved on, not cancelled and
+            # set again (the reactor would keep a cancelled call per round
+            # trip in its heap, which every timer then sorts through).
+            self.resetTimeout()
 
     def timeoutConnection(self):
         if self.busy or self.requests:
