@@ -185,6 +185,14 @@ _MISSING_ARGUMENTS = re.compile(
 )
 
 
+def isSerial(description):
+    """
+    Whether the target description C{description} names a C{serial:} port
+    (L{tcpmux.target.serial}, imported only by a run that has one).
+    """
+    return bool(re.match(r"\s*serial:", str(description), re.IGNORECASE))
+
+
 def targetEndpoint(reactor, text, timeout):
     """
     The client endpoint for C{--target}: C{host:port}, C{[v6addr]:port}, or

@@ -11,6 +11,7 @@ from twisted.python import usage
 from tcpmux import logs, protocols, versions
 from tcpmux.client.queue import DUMP_BYTES
 from tcpmux.config import (
+    isSerial,
     listenDescription,
     listenEndpoint,
     parseCount,
@@ -335,8 +336,6 @@ class Options(usage.Options):
         C{--cache-ttl} and its companions: Modbus only, and the others need
         C{--cache-ttl}.
         """
-        from tcpmux.gateway import modbus as gateway
-
         used = [
             name
             for name, value in (
@@ -347,7 +346,7 @@ class Options(usage.Options):
             )
             if value
         ]
-        if used and not gateway.isModbus(application):
+        if used and not protocols.isModbus(application):
             raise usage.UsageError(
                 f"--{used[0]} is for Modbus (--protocol modbus, modbus-rtu or "
                 f"modbus-serial): {application.name} has no registers to cache"
@@ -380,6 +379,21 @@ class Options(usage.Options):
         C{attempt-timeout} seconds. A mistake is a usage error that names
         the option.
         """
+        if (
+            self["unit-map"] is None
+            and not self.get("route")
+            and self["read-only"] == "off"
+            and not self["retries"]
+            and self["attempt-timeout"] is None
+        ):
+            # None given (a plain run): the defaults, and the gateway is
+            # not imported.
+            self["unit-map"] = {}
+            self["route"] = {}
+            self["read-only"] = ("off", None)
+            self["retries"] = 0
+            self["attempt-timeout"] = self["timeout"]
+            return
         from tcpmux.gateway import modbus as gateway
 
         def parsed(name, parse, value):
@@ -436,7 +450,7 @@ class Options(usage.Options):
             )
             if value
         ]
-        if used and not gateway.isModbus(application):
+        if used and not protocols.isModbus(application):
             raise usage.UsageError(
                 f"--{used[0]} is for Modbus (--protocol modbus, modbus-rtu or "
                 f"modbus-serial): {application.name} requests have no unit id "
@@ -497,8 +511,6 @@ def buildTarget(reactor, application, options, address):
     C{--connections}, each pipelined C{--pipeline} deep, behind the
     C{--request-gap} and, for Modbus, C{--retries} and C{--unit-map}.
     """
-    from tcpmux.gateway import modbus as gateway
-
     # The multiplexer's queue enforces --timeout on every request and
     # cancels the round trip when it expires; the target has no timer.
     rtuTarget = False
@@ -530,7 +542,9 @@ def buildTarget(reactor, application, options, address):
         )
     if options["request-gap"]:
         target = SpacedTarget(target, options["request-gap"], reactor)
-    if gateway.isModbus(application):
+    if (options["retries"] or options["unit-map"]) and protocols.isModbus(application):
+        from tcpmux.gateway import modbus as gateway
+
         # Inside the unit map, outside the gap: a retry is the device's own
         # request again, and waits its gap like any other.
         if options["retries"]:
@@ -552,8 +566,6 @@ def mayUseRTU(options):
     C{serial:} target or route), so that a run with none never imports the
     RTU gateway.
     """
-    from tcpmux.target.serial import isSerial
-
     if options.get("target-framing") is not None:
         return True
     routes = options.get("route") or ()

@@ -296,7 +296,9 @@ class LazyImportTests(SynchronousTestCase):
     def test_plainRunImportsNoFeature(self):
         """
         A plain C{--protocol modbus} run, options and service, imports
-        neither the read cache nor the TOML parser.
+        neither the read cache, the TOML parser, TLS, the Modbus gateway
+        (--unit-map, --route, --read-only, --retries) nor the serial
+        target.
         """
         import subprocess
         import sys
@@ -308,7 +310,8 @@ class LazyImportTests(SynchronousTestCase):
             "o.parseOptions(['-p', 'modbus', '-t', '127.0.0.1:502', '-l', 'tcp:0'])\n"
             "makeService(o)\n"
             "print(' '.join(sorted(m for m in ('tcpmux.gateway.cache', 'tomllib', "
-            "'tomli', 'difflib', 'tcpmux.tls') if m in sys.modules)))\n"
+            "'tomli', 'difflib', 'tcpmux.tls', 'tcpmux.gateway.modbus', "
+            "'tcpmux.target.serial') if m in sys.modules)))\n"
         )
         out = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True

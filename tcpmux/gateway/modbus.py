@@ -54,13 +54,6 @@ BROADCAST = 0
 READ_ONLY_MODES = ("off", "deny", "ignore")
 
 
-def isModbus(application):
-    """
-    Whether C{application} frames Modbus (and so has units and PDUs).
-    """
-    return getattr(application, "frames", None) is not None
-
-
 def functionCode(frames, message):
     """
     The function code of C{message}, or L{None} if it carries no PDU.

@@ -46,17 +46,17 @@ from tcpmux.gateway.modbus import (
     BROADCAST,
     ILLEGAL_FUNCTION,
     exceptionAnswer,
-    isModbus,
     parseRoute,
     parseUnitMap,
 )
+from tcpmux.config import isSerial
 from tcpmux.logs import RepeatedWarnings
-from tcpmux.protocols import modbus_serial
+from tcpmux.protocols import isModbus, modbus_serial
 from tcpmux.protocols.crc import withCRC
 from tcpmux.protocols.modbus import GATEWAY_PATH_UNAVAILABLE
 from tcpmux.protocols.modbus_serial import RESPONSE_SIZES, RTUResponseReceiver
 from tcpmux.target.factory import TargetClientFactory
-from tcpmux.target.serial import SerialClientEndpoint, checkAvailable, isSerial
+from tcpmux.target.serial import SerialClientEndpoint, checkAvailable
 from tcpmux.target.session import TargetSession
 from tcpmux.target.wrapper import SpacedTarget, TargetWrapper
 from tcpmux.writing import writeNow

@@ -33,6 +33,14 @@ class UnknownProtocol(KeyError):
         )
 
 
+def isModbus(application):
+    """
+    Whether C{application} frames Modbus (and so has units and PDUs): what
+    the Modbus gateway's options need, asked without importing the gateway.
+    """
+    return getattr(application, "frames", None) is not None
+
+
 def names():
     """
     The names of every known application protocol, sorted.

@@ -82,13 +82,6 @@ def checkAvailable():
         raise SerialUnavailable() from None
 
 
-def isSerial(description):
-    """
-    Whether the target description C{description} names a C{serial:} port.
-    """
-    return bool(re.match(r"\s*serial:", str(description), re.IGNORECASE))
-
-
 @implementer(IAddress)
 class SerialAddress:
     """
