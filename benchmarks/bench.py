@@ -37,6 +37,10 @@ reported too: the proxy's core is saturated, the load's is not.
 
 Peak (VmHWM) and current (VmRSS) resident memory of the proxy come from
 /proc/PID/status, under load and with 100 and 1,000 connected idle clients.
+The same idle clients are also measured on echo against tcpmux and against
+its floor, C{twistd-floor}: twistd running a bare Twisted echo server as a
+plugin (benchmarks/floor), through the same plugin scan and with no tcpmux
+code, which says what Twisted and twistd alone take (--no-floor: not).
 
 Results are printed as tables with ratios and the issue's targets, and
 written as JSON with --json FILE. Targets are reported, not enforced, unless
@@ -70,6 +74,7 @@ DIRECT = "direct"
 DIRECT_CROSS = "direct@proxy-core"
 MODBUS_PROXY = "modbus-proxy"
 HAPROXY = "haproxy"
+FLOOR = "twistd-floor"
 HAPROXY_CONFIG = """\
 global
     nbthread 1
@@ -340,6 +345,21 @@ class Bench:
             config.write_text(HAPROXY_CONFIG.format(port=port, targetPort=targetPort))
             argv = [self.haproxy, "-db", "-f", str(config)]
             env = None
+        elif system == FLOOR:
+            # Run as tcpmux is run, by the same Python: only the plugin
+            # differs (it answers echo requests itself).
+            argv = [
+                self.tcpmuxPython,
+                "-c",
+                "from twisted.scripts.twistd import run; run()",
+                "-n",
+                "--pidfile=",
+                "floor",
+                "--port",
+                str(port),
+            ]
+            env = dict(os.environ)
+            env["PYTHONPATH"] = str(HERE / "floor")
         else:
             twistd = [
                 self.interpreters.get(system, self.tcpmuxPython),
@@ -583,6 +603,11 @@ class Bench:
                 others = [p for p in proxies[1:] if p in self.interpreters]
                 for system in proxies[:1] + others + self.peers(protocol):
                     plan.append(("idle", protocol, system, clients, 1))
+        if not o.no_floor:
+            for clients in o.idle_clients:
+                if o.protocols[0] != "echo":
+                    plan.append(("idle", "echo", proxies[0], clients, 1))
+                plan.append(("idle", "echo", FLOOR, clients, 1))
         return plan
 
     def peers(self, protocol):
@@ -754,10 +779,16 @@ def evaluate(table, cells, options, variants):
                 if r is not None:
                     rows.append((f"{protocol}: {system} 10 clients, {procs} / {base} load processes", r, "0.9..1.1", 0.9 <= r <= 1.1))
     for cell in cells:
-        if cell.get("idle") and cell["system"] == first and cell["clients"] == 1000:
+        if cell.get("idle") and cell["clients"] == 1000 and cell["system"] in (first, FLOOR):
             rss = cell.get("rss_mb")
-            if rss is not None:
-                rows.append((f"{first} RSS (VmRSS), 1,000 connected idle clients, MB", rss, "<= 35", rss <= 35))
+            if rss is None:
+                continue
+            what = f"{cell['system']} RSS (VmRSS), 1,000 connected idle {cell['protocol']} clients, MB"
+            if cell["system"] == FLOOR:
+                # Not a goal: what twistd and Twisted take without tcpmux.
+                rows.append((what, rss, "(floor)", None))
+            else:
+                rows.append((what, rss, "<= 35", rss <= 35))
     return rows
 
 
@@ -941,6 +972,11 @@ def parseArgs(argv=None):
     parser.add_argument("--target-connections-limit", type=int, default=0)
     parser.add_argument("--no-modbus-proxy", action="store_true")
     parser.add_argument("--no-haproxy", action="store_true")
+    parser.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="do not measure the idle clients' memory on echo against twistd-floor",
+    )
     parser.add_argument("--haproxy", help="the haproxy executable (default: haproxy on PATH; Debian: apt-get install haproxy)")
     parser.add_argument("--modbus-proxy", help="a modbus-proxy executable to use instead of installing one")
     parser.add_argument("--cpus", help="CPUs to use, comma-separated: proxy, target, load...")
