@@ -46,6 +46,14 @@ class MessageFramer(Protocol):
 
     def __init__(self, receiver):
         self.receiver = receiver
+        # What Twisted sets on a connected protocol, set here first: an
+        # attribute an instance gains only after others of its class were
+        # made takes its values out of the class's shared layout, into a
+        # dict of their own (CPython 3.11+: hundreds of bytes per client
+        # when many connect before the first one is served).
+        self.factory = None
+        self.connected = 0
+        self.transport = None
 
     def connectionMade(self):
         self.receiver.startReceiving(self)
@@ -113,6 +121,12 @@ class FrameReceiver(MessageFramer):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         cls._checksFrames = cls.checkFrame is not FrameReceiver.checkFrame
+
+    def __init__(self, receiver):
+        MessageFramer.__init__(self, receiver)
+        # (Set by the first message anyway: see MessageFramer.__init__.)
+        self._data = b""
+        self._start = 0
 
     def dataReceived(self, data):
         if self._refused:

@@ -24,9 +24,12 @@ class LineMessageReceiver(MessageFramer):
     delimiter = b"\n"
     MAX_LENGTH = 65536
     maxMessageSize = MAX_LENGTH + 1
-    _buffer = b""  # an incomplete line
-    _undelivered = 0  # bytes of whole lines of this read not delivered yet
     _refused = False
+
+    def __init__(self, receiver):
+        MessageFramer.__init__(self, receiver)
+        self._buffer = b""  # an incomplete line
+        self._undelivered = 0  # bytes of whole lines of this read not delivered yet
 
     def dataReceived(self, data):
         if self._refused:
