@@ -42,6 +42,7 @@ from twisted.internet.defer import succeed
 from twisted.internet.endpoints import clientFromString
 from twisted.logger import Logger
 
+from tcpmux.config import isSerial
 from tcpmux.gateway.modbus import (
     BROADCAST,
     ILLEGAL_FUNCTION,
@@ -49,7 +50,6 @@ from tcpmux.gateway.modbus import (
     parseRoute,
     parseUnitMap,
 )
-from tcpmux.config import isSerial
 from tcpmux.logs import RepeatedWarnings
 from tcpmux.protocols import isModbus, modbus_serial
 from tcpmux.protocols.crc import withCRC
