@@ -293,6 +293,23 @@ class LazyImportTests(SynchronousTestCase):
         self.assertEqual(tap.DEFAULT_CACHE_ITEMS, DEFAULT_ITEMS)
         self.assertEqual(Options()["cache-items"], DEFAULT_ITEMS)
 
+    def test_gatewayDefaultsWithoutTheGateway(self):
+        """
+        Without a gateway option the options take, unparsed, what the
+        gateway's parsers make of the defaults: a plain run is configured
+        as one that parsed them.
+        """
+        from tcpmux.gateway import modbus as gateway
+
+        options = Options()
+        options.parseOptions(["-p", "modbus", "-t", "127.0.0.1:502", "--timeout", "3"])
+        defaults = Options()
+        self.assertEqual(options["read-only"], gateway.parseReadOnly(defaults["read-only"]))
+        self.assertEqual(options["retries"], gateway.parseRetries(defaults["retries"]))
+        self.assertEqual(options["unit-map"], {})
+        self.assertEqual(options["route"], {})
+        self.assertEqual(options["attempt-timeout"], 3.0)
+
     def test_plainRunImportsNoFeature(self):
         """
         A plain C{--protocol modbus} run, options and service, imports
