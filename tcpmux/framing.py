@@ -111,8 +111,6 @@ class FrameReceiver(MessageFramer):
     a later one, even if the connection is aborted rather than closed.
     """
 
-    _data = b""  # bytes received and not yet delivered start at _start
-    _start = 0
     _refused = False
     # Whether the subclass checks whole frames (most have no check of their
     # own: not calling the default saves a call per message).
@@ -124,7 +122,8 @@ class FrameReceiver(MessageFramer):
 
     def __init__(self, receiver):
         MessageFramer.__init__(self, receiver)
-        # (Set by the first message anyway: see MessageFramer.__init__.)
+        # Bytes received and not yet delivered start at _start. (Set here,
+        # not as class defaults: see MessageFramer.__init__.)
         self._data = b""
         self._start = 0
 

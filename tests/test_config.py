@@ -295,11 +295,10 @@ class LazyImportTests(SynchronousTestCase):
 
     def test_gatewayDefaultsWithoutTheGateway(self):
         """
-        Without a gateway option the options take, unparsed, what the
-        gateway's parsers make of the defaults: a plain run is configured
-        as one that parsed them.
+        Without a gateway option the options hold what the gateway's
+        parsers make of the defaults.
         """
-        from tcpmux.gateway import modbus as gateway
+        from tcpmux.gateway import options as gateway
 
         options = Options()
         options.parseOptions(["-p", "modbus", "-t", "127.0.0.1:502", "--timeout", "3"])

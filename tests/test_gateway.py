@@ -34,6 +34,7 @@ from tcpmux.errors import (
 )
 from tcpmux.gateway import modbus as gateway
 from tcpmux.gateway.modbus import ReadOnly, RetriedReads, UnitMap
+from tcpmux.gateway.options import parseReadOnly, parseRetries, parseRoute, parseUnitMap
 from tcpmux.interfaces import IDispatcher, ITarget
 from tcpmux.tap import Options
 from tcpmux.target.wrapper import SpacedTarget
@@ -350,32 +351,32 @@ def result(d):
 
 class ParsingTests(SynchronousTestCase):
     def test_unitMap(self):
-        self.assertEqual(gateway.parseUnitMap("1=0"), {1: 0})
-        self.assertEqual(gateway.parseUnitMap(" 1 = 0 , 2=255"), {1: 0, 2: 255})
+        self.assertEqual(parseUnitMap("1=0"), {1: 0})
+        self.assertEqual(parseUnitMap(" 1 = 0 , 2=255"), {1: 0, 2: 255})
         for bad in ("1", "1=", "=0", "1=256", "a=1", "1=0,1=2", "-1=0"):
-            self.assertRaises(ValueError, gateway.parseUnitMap, bad)
+            self.assertRaises(ValueError, parseUnitMap, bad)
 
     def test_route(self):
-        self.assertEqual(gateway.parseRoute("2=10.0.0.7:502"), (2, "10.0.0.7:502"))
+        self.assertEqual(parseRoute("2=10.0.0.7:502"), (2, "10.0.0.7:502"))
         self.assertEqual(
-            gateway.parseRoute("3=tcp:host=h:port=502"), (3, "tcp:host=h:port=502")
+            parseRoute("3=tcp:host=h:port=502"), (3, "tcp:host=h:port=502")
         )
         for bad in ("2", "2=", "x=h:1", "300=h:1"):
-            self.assertRaises(ValueError, gateway.parseRoute, bad)
+            self.assertRaises(ValueError, parseRoute, bad)
 
     def test_readOnly(self):
-        self.assertEqual(gateway.parseReadOnly("off"), ("off", None))
-        self.assertEqual(gateway.parseReadOnly("DENY"), ("deny", None))
-        self.assertEqual(gateway.parseReadOnly("ignore"), ("ignore", None))
-        self.assertEqual(gateway.parseReadOnly("deny:1,2"), ("deny", frozenset({1, 2})))
+        self.assertEqual(parseReadOnly("off"), ("off", None))
+        self.assertEqual(parseReadOnly("DENY"), ("deny", None))
+        self.assertEqual(parseReadOnly("ignore"), ("ignore", None))
+        self.assertEqual(parseReadOnly("deny:1,2"), ("deny", frozenset({1, 2})))
         for bad in ("on", "true", "deny:", "deny:x", "off:1"):
-            self.assertRaises(ValueError, gateway.parseReadOnly, bad)
+            self.assertRaises(ValueError, parseReadOnly, bad)
 
     def test_retries(self):
-        self.assertEqual(gateway.parseRetries("0"), 0)
-        self.assertEqual(gateway.parseRetries(3), 3)
+        self.assertEqual(parseRetries("0"), 0)
+        self.assertEqual(parseRetries(3), 3)
         for bad in ("-1", "x", "1.5"):
-            self.assertRaises(ValueError, gateway.parseRetries, bad)
+            self.assertRaises(ValueError, parseRetries, bad)
 
 
 class OptionsTests(SynchronousTestCase):

@@ -67,9 +67,6 @@ class ClientSession(TimeoutMixin):
     """
 
     log = Logger()
-    transport = None
-    peer = None
-    trip = None
     lastWords = None
     writePaused = False
     readPaused = False
@@ -77,15 +74,9 @@ class ClientSession(TimeoutMixin):
     gone = False
     # Bytes of an unfinished request it left with (for the registry's log).
     discarded = None
-    # The first bytes of an answer that comes in parts, and how many bytes
-    # were written since the transport asked us to pause.
-    _answerStart = b""
+    # How many bytes were written since the transport asked us to pause.
     _heldWhilePaused = 0
     _dropped = False
-    # With a busy poll: when its last answer was written, and how long it
-    # then took to send its next request (see BusyPoll.replied).
-    _repliedAt = None
-    _thinkTime = None
 
     def __init__(
         self,
@@ -116,7 +107,10 @@ class ClientSession(TimeoutMixin):
         self.framer = self.transport = self.peer = None
         self.timeOut = None
         self.trip = None
+        # The first bytes of an answer that comes in parts.
         self._answerStart = b""
+        # With a busy poll: when its last answer was written, and how long
+        # it then took to send its next request (see BusyPoll.replied).
         self._repliedAt = self._thinkTime = None
 
     # Requests (and replies) waiting behind the one in flight: none until a

@@ -43,6 +43,7 @@ from zope.interface import implementer
 
 from tcpmux.client.dispatch import Answered, SharedAnswer
 from tcpmux.errors import GatewayError
+from tcpmux.gateway.options import BROADCAST
 from tcpmux.interfaces import IDispatcher, IRoundTrip
 
 # The item limit by default: about 23 MB at most (an item costs about 230
@@ -69,8 +70,6 @@ BIT_READS = frozenset((1, 2))
 
 # Function codes that write coils or registers.
 WRITES = frozenset((5, 6, 15, 16, 22, 23))
-
-BROADCAST = 0
 
 
 def itemKey(unit, table, address):

@@ -43,13 +43,8 @@ from twisted.internet.endpoints import clientFromString
 from twisted.logger import Logger
 
 from tcpmux.config import isSerial
-from tcpmux.gateway.modbus import (
-    BROADCAST,
-    ILLEGAL_FUNCTION,
-    exceptionAnswer,
-    parseRoute,
-    parseUnitMap,
-)
+from tcpmux.gateway.modbus import ILLEGAL_FUNCTION, exceptionAnswer
+from tcpmux.gateway.options import BROADCAST, parseRoute, parseUnitMap
 from tcpmux.logs import RepeatedWarnings
 from tcpmux.protocols import isModbus, modbus_serial
 from tcpmux.protocols.crc import withCRC
