@@ -36,6 +36,7 @@ from tcpmux.errors import (
 )
 from tcpmux.protocols.http import (
     closesAfter,
+    connectionEnds,
     BadMessage,
     Head,
     HTTPRequestReceiver,
@@ -43,6 +44,8 @@ from tcpmux.protocols.http import (
     application,
     parseRequestHead,
     parseResponseHead,
+    requestFraming,
+    responseFraming,
 )
 from tests import framers
 from tests.framers import KeepingOpen, Recording
@@ -2300,3 +2303,180 @@ class OnePatternHeadTests(SynchronousTestCase):
             [(b"content-length", b"3"), (b"connection", b"keep-alive, Upgrade-Insecure")],
         )
         self.assertEqual(head.contentLength(), 3)
+
+
+_REQUEST_LINES = st.sampled_from(
+    [b"GET / HTTP/1.1", b"POST /x?y HTTP/1.1", b"HEAD /x HTTP/1.1", b"CONNECT h:1 HTTP/1.1",
+     b"GET / HTTP/1.0", b"OPTIONS * HTTP/1.1", b"get / HTTP/1.1", b"GET  / HTTP/1.1"]
+)
+_STATUS_LINES = st.sampled_from(
+    [b"HTTP/1.1 200 OK", b"HTTP/1.1 200", b"HTTP/1.1 404 Not Found", b"HTTP/1.1 204 No Content",
+     b"HTTP/1.1 304 Not Modified", b"HTTP/1.1 100 Continue", b"HTTP/1.1 101 Switching",
+     b"HTTP/1.0 200 OK", b"HTTP/1.1 2000 OK", b"HTTP/1.1 200 \x01"]
+)
+_PLAIN_ENOUGH_FIELDS = st.lists(
+    st.one_of(
+        _FIELD_LINE_LIKE,
+        st.sampled_from(
+            [b"Host: x", b"Content-Length: 2", b"content-length:\t2 ", b"Content-Length: 02",
+             b"Content-Length: 2, 2", b"Content-Length: 1234567890123456789",
+             b"Connection: close", b"Connection: keep-alive", b"X-Content-Length: 9",
+             b"Transfer-Encoding: chunked", b"Expect: 100-continue", b"Upgrade: h2c",
+             b"Connection-X: close"]
+        ),
+    ),
+    max_size=4,
+)
+
+
+class PlainMessageTests(SynchronousTestCase):
+    """
+    The common case, a plain HTTP/1.1 request without a body and its
+    answer with a Content-Length, is recognised in one pattern each and
+    delivered as it came, without buffering or parsing it; whatever the
+    bytes, what is delivered, refused and closed is what parsing them
+    gives.
+    """
+
+    def test_deliveredAsTheyCame(self):
+        """
+        A plain request, and its answer, that arrive whole in one read are
+        delivered as the very bytes read, and the target connection stays
+        open.
+        """
+        request = b"GET /a HTTP/1.1\r\nHost: device\r\n\r\n"
+        _, requests = feed(HTTPRequestReceiver, request)
+        self.assertIs(requests.messages[0], request)
+        factory = RenewingFactory()
+        framer, answers = feed(HTTPResponseReceiver, OK, request=request, factory=factory)
+        self.assertIs(answers.lasts[0], OK)
+        self.assertEqual(factory.renewed, [])
+        self.assertEqual(framer.buffered(), 0)
+        # The next answer, to a request that is not plain, is parsed.
+        framer.expectResponseTo(HEAD)
+        framer.dataReceived(OK)
+        self.assertEqual(answers.messages, [OK, OK[: OK.index(b"ok")]])
+        self.assertEqual(framer.buffered(), 2)
+
+    def test_notPlain(self):
+        """
+        A request or answer that is not plain, or not alone in its read, or
+        an answer that answers no request, goes the usual way.
+        """
+        for request in [POST, HEAD, GET.replace(b"1.1", b"1.0"), GET + GET]:
+            _, requests = feed(HTTPRequestReceiver, request)
+            self.assertEqual(b"".join(requests.messages), request)
+            self.assertIsNot(requests.messages[0], request)
+        _, answers = feed(HTTPResponseReceiver, OK + OK, request=GET)
+        self.assertIsNot(answers.lasts[0], OK + OK)
+        # (One that answers no request is delivered whole, for the target
+        # session to drop.)
+        _, answers = feed(HTTPResponseReceiver, OK)
+        self.assertEqual(answers.messages, [OK])
+        self.assertIsNot(answers.lasts[0], OK)
+
+    def test_tooLargeHeadRefused(self):
+        """
+        A plain request or answer whose head is larger than
+        C{maxHeaderSize} is refused, in one read as in many.
+        """
+        request = b"GET / HTTP/1.1\r\nX-Pad: " + b"p" * 64 + b"\r\n\r\n"
+        assertRefused(self, SmallRequests, request, 431)
+        answer = OK.replace(b"OK\r\n", b"OK\r\nX-Pad: " + b"p" * 64 + b"\r\n")
+        for chunks in ([answer], byteAtATime(answer)):
+            _, answers = feed(SmallResponses, *chunks, request=GET)
+            self.assertEqual(answers.messages, [])
+            self.assertEqual(len(answers.errors), 1)
+            self.assertIn("head larger than 64 bytes", answers.errors[0])
+
+    @settings(max_examples=3000, deadline=None)
+    @given(_REQUEST_LINES, _PLAIN_ENOUGH_FIELDS)
+    def test_plainRequestPattern(self, requestLine, fields):
+        """
+        A request head the pattern matches is one its parser accepts: an
+        HTTP/1.1 request, neither CONNECT nor HEAD, without a body, that
+        does not expect 100-continue and leaves the connection open.
+        """
+        from tcpmux.protocols.http import _PLAIN_REQUEST
+
+        head = b"\r\n".join([requestLine] + fields) + b"\r\n\r\n"
+        if _PLAIN_REQUEST.match(head) is None:
+            return
+        parsed = parseRequestHead(head)
+        self.assertEqual(parsed.version, (1, 1))
+        self.assertNotIn(parsed.method, (b"HEAD", b"CONNECT"))
+        self.assertEqual(requestFraming(parsed), 0)
+        self.assertTrue(parsed.persistent())
+        self.assertFalse(parsed.expectsContinue())
+        self.assertEqual(parsed.fields, [])
+
+    @settings(max_examples=3000, deadline=None)
+    @given(_STATUS_LINES, _PLAIN_ENOUGH_FIELDS)
+    def test_plainResponsePattern(self, statusLine, fields):
+        """
+        A response head the pattern matches is one its parser accepts: a
+        final response whose body, after a plain request, is as long as its
+        one Content-Length, and after which the connection stays open.
+        """
+        from tcpmux.protocols.http import _PLAIN_RESPONSE
+
+        head = b"\r\n".join([statusLine] + fields) + b"\r\n\r\n"
+        match = _PLAIN_RESPONSE.match(head)
+        if match is None:
+            return
+        parsed = parseResponseHead(head)
+        request = parseRequestHead(GET)
+        self.assertEqual(responseFraming(request, parsed), int(match.group(1)))
+        self.assertFalse(connectionEnds(request, parsed))
+        self.assertEqual(match.end(), head.index(b"\r\n\r\n") + 4)
+
+    @settings(max_examples=2000, deadline=None)
+    @given(
+        _REQUEST_LINES,
+        _PLAIN_ENOUGH_FIELDS,
+        st.sampled_from([b"", b"ok", b"\r\n"]),
+    )
+    def test_requestsSameAsParsed(self, requestLine, fields, body):
+        """
+        A request read whole in one read is delivered or refused exactly
+        as the same bytes read in two, its first byte alone, which parses
+        them.
+        """
+        request = b"\r\n".join([requestLine] + fields) + b"\r\n\r\n" + body
+        whole, wholeRecorder = feed(HTTPRequestReceiver, request)
+        split, splitRecorder = feed(HTTPRequestReceiver, request[:1], request[1:])
+        self.assertEqual(wholeRecorder.messages, splitRecorder.messages)
+        self.assertEqual(wholeRecorder.errors, splitRecorder.errors)
+        self.assertEqual(whole.transport.value(), split.transport.value())
+        self.assertEqual(whole.transport.disconnecting, split.transport.disconnecting)
+        self.assertEqual(whole.buffered(), split.buffered())
+
+    @settings(max_examples=3000, deadline=None)
+    @given(
+        st.sampled_from(
+            [GET, HEAD, POST, GET.replace(b"1.1", b"1.0"),
+             GET.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"),
+             GET.replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n")]
+        ),
+        _STATUS_LINES,
+        _PLAIN_ENOUGH_FIELDS,
+        st.sampled_from([b"", b"ok", b"o", b"ok!"]),
+    )
+    def test_responsesSameAsParsed(self, request, statusLine, fields, body):
+        """
+        An answer read whole in one read is delivered, refused, and closes
+        the target connection or not, exactly as the same bytes read one at
+        a time, which parses them.
+        """
+        response = b"\r\n".join([statusLine] + fields) + b"\r\n\r\n" + body
+        results = []
+        for chunks in ([response], byteAtATime(response)):
+            factory = RenewingFactory()
+            framer, recorder = feed(
+                HTTPResponseReceiver, *chunks, request=request, factory=factory
+            )
+            results.append(
+                (recorder.messages, recorder.parts, recorder.errors, factory.renewed,
+                 framer.buffered())
+            )
+        self.assertEqual(results[0], results[1], response)

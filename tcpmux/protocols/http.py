@@ -50,6 +50,12 @@ response to a request is streamed: once its head is in, whatever of it has
 arrived is passed on at the end of each read (L{IResponseReceiver.
 partReceived}), and the last piece completes it, so that the framer holds
 about one read of a response of any size.
+
+The common case costs one pattern match per message: an HTTP/1.1 request
+without a body or a word about the connection, and its answer whose length
+is one C{Content-Length}, each arriving whole in one read, are recognised
+by one pattern each and passed on as the very bytes read. Everything else,
+and everything those patterns do not match, is parsed.
 """
 
 import re
@@ -73,12 +79,12 @@ UNTIL_CLOSE = "until close"
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_REQUEST_TARGET = rb"[^\x00-\x20\x7f]+"
+_REASON = rb"(?: [^\x00-\x08\x0a-\x1f\x7f]*)?"
 _REQUEST_LINE = re.compile(
-    rb"(" + _TOKEN + rb") ([^\x00-\x20\x7f]+) HTTP/([0-9])\.([0-9])"
+    rb"(" + _TOKEN + rb") (" + _REQUEST_TARGET + rb") HTTP/([0-9])\.([0-9])"
 )
-_STATUS_LINE = re.compile(
-    rb"HTTP/([0-9])\.([0-9]) ([1-9][0-9][0-9])(?: [^\x00-\x08\x0a-\x1f\x7f]*)?"
-)
+_STATUS_LINE = re.compile(rb"HTTP/([0-9])\.([0-9]) ([1-9][0-9][0-9])" + _REASON)
 _FIELD_LINE = re.compile(rb"(" + _TOKEN + rb"):([^\x00\r\n]*)")
 # What a field value may not hold: control characters other than HTAB
 # (RFC 9110, 5.5); obs-text, bytes 0x80-0xFF, is allowed.
@@ -87,7 +93,8 @@ _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # token, a colon, a value without control characters), each ending in CRLF,
 # then the empty line. A head it matches needs no line-by-line look, which
 # is there to say what is wrong with one it does not match.
-_FIELD_LINES = rb"(?:" + _TOKEN + rb":[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*\r\n"
+_FIELD_LINE_CRLF = _TOKEN + rb":[^\x00-\x08\x0a-\x1f\x7f]*\r\n"
+_FIELD_LINES = rb"(?:" + _FIELD_LINE_CRLF + rb")*\r\n"
 _VALID_REQUEST_HEAD = re.compile(_REQUEST_LINE.pattern + rb"\r\n" + _FIELD_LINES)
 _VALID_RESPONSE_HEAD = re.compile(_STATUS_LINE.pattern + rb"\r\n" + _FIELD_LINES)
 # The only fields tcpmux reads: those that decide where a message ends and
@@ -95,6 +102,31 @@ _VALID_RESPONSE_HEAD = re.compile(_STATUS_LINE.pattern + rb"\r\n" + _FIELD_LINES
 _FRAMING_FIELD = re.compile(
     rb"\r\n(connection|content-length|expect|transfer-encoding|upgrade):([^\r]*)",
     re.IGNORECASE,
+)
+# The common case, one pattern each, so that it costs one match instead of
+# a parse and its judgements (the framers and closesClient check it first,
+# and parse everything it does not match): an HTTP/1.1 request, neither
+# CONNECT nor HEAD, without a framing field (so without a body, and the
+# connection stays open); and an HTTP/1.1 final response, neither 204 nor
+# 304, whose only framing field is one Content-Length of digits (group 1).
+# A head either matches is one its parser accepts, and judges the same way.
+_NOT_FRAMING = rb"(?!(?i:connection|content-length|expect|transfer-encoding|upgrade):)"
+_PLAIN_FIELDS = rb"(?:" + _NOT_FRAMING + _FIELD_LINE_CRLF + rb")*"
+_PLAIN_REQUEST = re.compile(
+    rb"(?!CONNECT |HEAD )" + _TOKEN + rb" " + _REQUEST_TARGET + rb" HTTP/1\.1\r\n"
+    + _PLAIN_FIELDS + rb"\r\n"
+)
+_PLAIN_RESPONSE = re.compile(
+    rb"HTTP/1\.1 (?!204|304)[2-9][0-9][0-9]" + _REASON + rb"\r\n"
+    + _PLAIN_FIELDS
+    + rb"(?i:content-length):[ \t]*([0-9]{1,18})[ \t]*\r\n"
+    + _PLAIN_FIELDS + rb"\r\n"
+)
+# An HTTP/1.1 request without a Connection field: it leaves the connection
+# open, whatever its body.
+_KEEP_ALIVE_REQUEST = re.compile(
+    _TOKEN + rb" " + _REQUEST_TARGET + rb" HTTP/1\.1\r\n"
+    + rb"(?:(?!(?i:connection):)" + _FIELD_LINE_CRLF + rb")*\r\n"
 )
 # Optional whitespace around a value or a list element (RFC 9110, 5.6.3).
 _OWS = b" \t"
@@ -389,36 +421,6 @@ def connectionEnds(request, response):
     )
 
 
-def _plainKeepAlive(request, response):
-    """
-    Whether C{request} and C{response}, both HTTP/1.1, keep the connection
-    open for a plain reason: the request has no C{Connection} field, and
-    the response is a final one whose only framing field is a
-    C{Content-Length} of digits. (L{False} says nothing: the heads are then
-    parsed and judged by L{closesAfter}.) Both heads were parsed and
-    checked by the framers on their way; this reads only what decides.
-    """
-    if not response.startswith(b"HTTP/1.1 ") or response[9:10] == b"1":
-        return False
-    end = response.find(b"\r\n\r\n")
-    if end < 0:
-        return False
-    fields = _FRAMING_FIELD.findall(response, 0, end + 2)
-    if len(fields) != 1:
-        return False
-    name, value = fields[0]
-    if name.lower() != b"content-length" or not value.strip(_OWS).isdigit():
-        return False
-    lineEnd = request.find(b"\r\n")
-    end = request.find(b"\r\n\r\n")
-    if not request.endswith(b" HTTP/1.1", 0, lineEnd) or end < 0:
-        return False
-    for name, value in _FRAMING_FIELD.findall(request, 0, end + 2):
-        if name.lower() == b"connection":
-            return False
-    return True
-
-
 def closesAfter(request, response):
     """
     Whether the connection that carried C{request} (bytes) must close after
@@ -502,6 +504,12 @@ class HTTPMessageReceiver(MessageFramer):
 
     def dataReceived(self, data):
         if self._stopped:
+            return
+        if (
+            self._state is HTTPMessageReceiver._readHead
+            and not self._buffer
+            and self.plainMessageReceived(data)
+        ):
             return
         if self._streaming and not self._buffer and self._passThrough(data):
             return
@@ -760,7 +768,23 @@ class HTTPMessageReceiver(MessageFramer):
             # Closed by the hook, or under it: deliver nothing more.
             self._stop()
 
+    def _deliverPlain(self, message):
+        self.receiver.messageReceived(message)
+        if self.transport is None or self.transport.disconnecting:
+            self._stop()
+
     # For subclasses.
+
+    def plainMessageReceived(self, data):
+        """
+        C{data} arrived with nothing held before it: if it is one whole
+        message of the common kind, deliver it as it is, without buffering
+        or parsing it.
+
+        @return: whether it was delivered; if not, C{data} is framed the
+            usual way. By default, it is not.
+        """
+        return False
 
     def headReceived(self, head):
         """
@@ -822,6 +846,15 @@ class HTTPRequestReceiver(HTTPMessageReceiver):
 
     skipsEmptyLines = True
 
+    def plainMessageReceived(self, data):
+        # An HTTP/1.1 request without a body that says nothing about the
+        # connection: most requests.
+        match = _PLAIN_REQUEST.match(data)
+        if match is None or match.end() != len(data) or len(data) > self.maxHeaderSize:
+            return False
+        self._deliverPlain(data)
+        return True
+
     def headReceived(self, head):
         parsed = parseRequestHead(head)
         return parsed, requestFraming(parsed)
@@ -861,9 +894,31 @@ class HTTPResponseReceiver(HTTPMessageReceiver):
 
     log = Logger()
     _request = None
+    # What a request that _PLAIN_REQUEST matches is parsed to, as far as
+    # its response is concerned: HTTP/1.1, no framing field, not HEAD.
+    _plainRequest = Head((1, 1), ())
 
     def expectResponseTo(self, request):
-        self._request = parseRequestHead(request)
+        if _PLAIN_REQUEST.match(request) is not None:
+            self._request = self._plainRequest
+        else:
+            self._request = parseRequestHead(request)
+
+    def plainMessageReceived(self, data):
+        # A plain request's answer: a final response whose length is one
+        # Content-Length, and that leaves the connection open.
+        if self._request is not self._plainRequest:
+            return False
+        match = _PLAIN_RESPONSE.match(data)
+        if (
+            match is None
+            or match.end() + int(match.group(1)) != len(data)
+            or match.end() > self.maxHeaderSize
+        ):
+            return False
+        self._request = None
+        self._deliverPlain(data)
+        return True
 
     def headReceived(self, head):
         parsed = parseResponseHead(head)
@@ -942,9 +997,12 @@ class HTTP(ApplicationProtocol):
             responses, then the final one. Without a whole final head in
             it, the client is closed, to be safe.
         """
-        if _plainKeepAlive(request, response):
-            # Asked of every answer: the common case, without parsing two
-            # heads that both framers parsed already.
+        if (
+            _KEEP_ALIVE_REQUEST.match(request) is not None
+            and _PLAIN_RESPONSE.match(response) is not None
+        ):
+            # Asked of every answer: the common case, in two matches
+            # instead of parsing two heads the framers parsed already.
             return False
         return closesAfter(request, response)
 
