@@ -124,16 +124,18 @@ def readLine(proc, timeout, what):
             return line
 
 
-def spawn(argv, cpus, log=None, env=None, stdin=None, quiet=False, cwd=None):
+def spawn(argv, cpus, log=None, env=None, stdin=None, quiet=False, cwd=None, nice=0):
     """
-    Start C{argv} pinned to C{cpus}. Its stdout is a pipe to read from,
-    unless C{quiet}: then it goes to C{log} with stderr (a proxy's log must
-    never fill an unread pipe and block it).
+    Start C{argv} pinned to C{cpus}, at C{nice}. Its stdout is a pipe to
+    read from, unless C{quiet}: then it goes to C{log} with stderr (a
+    proxy's log must never fill an unread pipe and block it).
     """
 
     def pin():
         if cpus:
             os.sched_setaffinity(0, cpus)
+        if nice:
+            os.nice(nice)
 
     return subprocess.Popen(
         argv,
@@ -322,7 +324,7 @@ class Bench:
             argv += ["--connections-limit", str(o.target_connections_limit)]
         if corruptEvery:
             argv += ["--corrupt-every", str(corruptEvery)]
-        proc = spawn(argv, self.targetCpus, log=self.log("target"))
+        proc = spawn(argv, self.targetCpus, log=self.log("target"), nice=o.target_nice)
         port = json.loads(readLine(proc, 10, "target"))["listening"]
         return proc, port
 
@@ -639,7 +641,8 @@ class Bench:
                 if self.pinned
                 else "not pinned"
             )
-            + f"; target and load on {o.rig_loop}'s event loop",
+            + f"; target and load on {o.rig_loop}'s event loop"
+            + (f"; target at nice {o.target_nice}" if o.target_nice else ""),
             flush=True,
         )
         if o.rig_loop == "asyncio":
@@ -854,6 +857,7 @@ def report(cells, options, variants, elapsed, bench):
                         "load_check": options.load_check,
                         "variants": variants,
                         "target_latency": options.target_latency,
+                        "target_nice": options.target_nice,
                         "rig_loop": options.rig_loop,
                         "tcpmux_python": bench.tcpmuxPython,
                         "cpus": {
@@ -927,7 +931,7 @@ def parseArgs(argv=None):
     parser.add_argument("--quick", action="store_true", help="1s cells, 1/10/100 clients, one load check")
     parser.add_argument("--load-procs", type=int, default=1, help="load generator processes per cell")
     parser.add_argument("--load-check", default="2,4", type=ints, help="also run 10 clients with these numbers of load processes (0: none)")
-    parser.add_argument("--idle-clients", default="100,1000", type=ints, help="measure RSS with this many connected idle clients")
+    parser.add_argument("--idle-clients", default="100,1000", type=ints, help="measure RSS with this many connected idle clients (0: none)")
     parser.add_argument(
         "--variant",
         action="append",
@@ -970,6 +974,13 @@ def parseArgs(argv=None):
     )
     parser.add_argument("--target-latency", default="", help="the target answers after this delay (2ms)")
     parser.add_argument("--target-connections-limit", type=int, default=0)
+    parser.add_argument(
+        "--target-nice",
+        type=int,
+        default=0,
+        help="run the target at this nice value (a negative one needs root): "
+        "-10 puts its answers ahead of the load's work on the core they share",
+    )
     parser.add_argument("--no-modbus-proxy", action="store_true")
     parser.add_argument("--no-haproxy", action="store_true")
     parser.add_argument(
@@ -987,6 +998,8 @@ def parseArgs(argv=None):
     parser.add_argument("--profile", metavar="FILE", help="run one tcpmux cell (first protocol, 10 clients) under cProfile, stats to FILE")
     options = parser.parse_args(argv)
     options.load_check = [procs for procs in options.load_check if procs > 0]
+    # (0: no idle clients, no memory cells, as --load-check 0 is no check.)
+    options.idle_clients = [clients for clients in options.idle_clients if clients > 0]
     if options.quick:
         options.duration = min(options.duration, 1.0)
         options.warmup = min(options.warmup, 0.5)
