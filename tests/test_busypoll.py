@@ -10,7 +10,15 @@ from twisted.internet.task import Clock, deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tcpmux.client.busypoll import MIN_SAVED, PROBE_EVERY, REST, WINDOW, BusyPoll
+from tcpmux.client.busypoll import (
+    MIN_SAVED,
+    PROBE_EVERY,
+    REST,
+    TRIAL,
+    TRUST,
+    WINDOW,
+    BusyPoll,
+)
 from tests.faults import FaultTarget, answer, ask, connect
 from tests.modbus import clientSession, readRequest, readResponse
 from tests.support import buildMultiplexer, runExample, startMultiplexer, until
@@ -143,23 +151,75 @@ class BusyPollTests(SynchronousTestCase):
                 self.poll.requestReceived()
             self.turn()
 
-    def test_restsWhenNoSleepIsSaved(self):
+    def busyWindow(self, seconds):
         """
-        When every polled turn found work (a proxy kept busy by many
-        clients), polling saved no sleep: after L{WINDOW} polled turns it
-        stops, and starts no poll for the next L{REST} answers; then it
-        polls again.
+        A window of L{WINDOW} polled turns that all found work (a proxy
+        kept busy by many clients), spread over C{seconds} (less than the
+        budget per turn): polling saved no sleep, and a trial without
+        polling starts.
+
+        @return: the activity counted in it.
         """
-        self.pollTurns(1, 0, WINDOW)
-        self.assertEqual(self.poll.resting, REST)
-        self.assertEqual(self.clock.getDelayedCalls(), [])
+        activity = self.poll.activity
         self.poll.requestSent()
-        self.poll.replied(0.00001, self.timer())
+        for _ in range(WINDOW):
+            # Each turn an answer comes, and a request that goes out.
+            self.timer.now += seconds / WINDOW
+            self.poll.answered()
+            self.poll.requestReceived()
+            self.poll.requestSent()
+            self.assertEqual(self.turn(), 1)
+        self.assertEqual(self.poll.resting, TRIAL)
+        return self.poll.activity - activity
+
+    def trial(self, seconds):
+        """
+        The L{TRIAL} answers without polling, over C{seconds}: none is
+        polled for.
+        """
+        for _ in range(TRIAL):
+            self.poll.requestSent()
+            self.poll.replied(0.00001, self.timer())
+            self.assertEqual(self.clock.getDelayedCalls(), [])
+            self.timer.now += seconds / TRIAL
+            self.poll.answered()
+            self.poll.requestReceived()
+
+    def test_restsWhenRestingIsFaster(self):
+        """
+        When a polled window saved no sleep, it stops polling for a trial
+        of L{TRIAL} answers; if that was faster than the polled window, it
+        rests for L{REST} more answers, then polls again.
+        """
+        counted = self.busyWindow(0.05)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        # Each answer counts once, and its request once: 2 * TRIAL in all,
+        # faster than the window.
+        self.trial(0.05 * 2 * TRIAL / counted * 0.8)
+        self.assertEqual(self.poll.resting, REST)
+        self.poll.requestSent()
         self.assertEqual(self.clock.getDelayedCalls(), [])
         for _ in range(REST):
             self.poll.answered()
         self.poll.requestSent()
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+
+    def test_pollsWhenPollingIsFaster(self):
+        """
+        When the trial was slower than the polled window (the few sleeps
+        polling saved cost more than its timed calls), polling resumes at
+        once, and the next L{TRUST} windows are not judged on sleeps saved;
+        the one after them is.
+        """
+        counted = self.busyWindow(0.05)
+        self.trial(0.05 * 2 * TRIAL / counted * 1.25)
+        self.assertEqual(self.poll.resting, 0)
+        self.poll.requestSent()
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.pollTurns(1, 0, WINDOW * TRUST)
+        self.assertEqual(self.poll.resting, 0)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.busyWindow(0.05)
 
     def test_keepsPollingWhileItSavesSleeps(self):
         """
@@ -182,7 +242,7 @@ class BusyPollTests(SynchronousTestCase):
         self.assertEqual(self.poll.resting, 0)
         self.assertLess(1 / 20, MIN_SAVED)
         self.pollTurns(20, 5, WINDOW)
-        self.assertEqual(self.poll.resting, REST)
+        self.assertEqual(self.poll.resting, TRIAL)
 
     def test_stop(self):
         """

@@ -22,13 +22,20 @@ L{PROBE_EVERY}th thing judged too slow is polled for anyway, to find out.
 
 Polling pays only where the reactor would otherwise sleep. A proxy kept busy
 by many clients finds bytes waiting at almost every turn: polling saves it
-no wake-up, and costs a timed call at every turn that had work to do (a
+few wake-ups, and costs a timed call at every turn that had work to do (a
 turn that found nothing costs nothing: there was nothing else to do). So,
 while it polls, L{BusyPoll} counts the turns that found something to do,
 and the runs of turns that found nothing: each run is a sleep (and a
-wake-up) saved. When a window of L{WINDOW} polled turns saved fewer than
-L{MIN_SAVED} sleeps per busy turn, it stops polling for the next L{REST}
-answers, then polls and judges again.
+wake-up) saved. A window of L{WINDOW} polled turns that saved at least
+L{MIN_SAVED} sleeps per busy turn is plainly worth it, and polling goes on.
+
+One that saved fewer may still have been worth it: the few sleeps left can
+cost more than all the timed calls (Modbus at 1,000 clients), or not (HTTP
+at 1,000 clients). That is settled by measuring: polling stops for a trial
+of L{TRIAL} answers, and the rate of answers and requests without polling
+is set against the rate in the window just judged. If the rest was faster,
+it goes on for L{REST} more answers, then polling is judged again; if not,
+polling resumes, and the next L{TRUST} windows are not judged on sleeps.
 """
 
 from time import perf_counter
@@ -46,9 +53,15 @@ WINDOW = 1024
 # than 0.12; where it cost 5-10%, HTTP from 10 clients saved 0.05 and less,
 # Modbus at 1,000 clients 0.01-0.1.
 MIN_SAVED = 0.08
-# Answers to wait, once polling was judged not to pay, before polling (and
+# Answers without polling, once a window saved too few sleeps, whose rate
+# is set against the window's: long enough to measure, short enough that a
+# trial that finds polling faster costs little.
+TRIAL = 1024
+# Answers to wait, once resting was measured faster, before polling (and
 # judging) again.
 REST = 4096
+# Windows not judged on sleeps saved after a trial found polling as fast.
+TRUST = 8
 
 
 class BusyPoll:
@@ -61,7 +74,7 @@ class BusyPoll:
         (L{None} before the first).
     @ivar activity: how many answers and requests arrived so far.
     @ivar resting: how many more answers to wait before polling again,
-        once polling was judged not to pay (0: polling).
+        in a trial or once resting was measured faster (0: polling).
     """
 
     lastAnswer = None
@@ -91,6 +104,14 @@ class BusyPoll:
         self._saved = 0
         self._idle = False
         self._activityThen = 0
+        # Where the window (and a trial) started, in timer time and
+        # activity; the judged window's rate; windows still trusted.
+        self._windowAt = 0.0
+        self._windowActivity = 0
+        self._pollRate = 0.0
+        self._trialAt = None
+        self._trialActivity = 0
+        self._trusted = 0
 
     def _probeAnyway(self):
         """
@@ -126,6 +147,8 @@ class BusyPoll:
         self.activity += 1
         if self.resting:
             self.resting -= 1
+            if not self.resting and self._trialAt is not None:
+                self._endTrial()
         self.lastAnswer = self.timer() - self._sentAt
         # With nothing more due, the pending poll lapses at the next turn:
         # cancelling it here would only have the next request set it again.
@@ -171,6 +194,8 @@ class BusyPoll:
         # reactor would have had to be woken for whatever ends the run.
         self._call = None
         now = self.timer()
+        if not self._turns:
+            self._windowAt, self._windowActivity = now, self.activity
         if self.activity == self._activityThen:
             if not self._idle:
                 self._idle = True
@@ -181,18 +206,40 @@ class BusyPoll:
             self._busy += 1
         self._turns += 1
         if self._turns == WINDOW:
-            self._judge()
+            self._judge(now)
             if self.resting:
                 return
         # Another turn, if still due.
         if (self._inFlight and now < self._answerUntil) or now < self._requestUntil:
             self._call = self.clock.callLater(0, self._poll)
 
-    def _judge(self):
+    def _judge(self, now):
         """
         The end of a window of polled turns: if they saved too few sleeps
-        for the turns that had work to do, stop polling for a while.
+        for the turns that had work to do, stop polling for a trial, to
+        measure whether that is faster.
         """
-        if self._saved < MIN_SAVED * self._busy:
-            self.resting = REST
+        if self._trusted:
+            self._trusted -= 1
+        elif self._saved < MIN_SAVED * self._busy:
+            self._pollRate = _rate(self.activity - self._windowActivity, now - self._windowAt)
+            self._trialAt, self._trialActivity = now, self.activity
+            self.resting = TRIAL
         self._turns = self._busy = self._saved = 0
+
+    def _endTrial(self):
+        """
+        The trial without polling is over: rest on if it was faster than
+        the window that was polled, else poll, trusted for a while.
+        """
+        restRate = _rate(self.activity - self._trialActivity, self.timer() - self._trialAt)
+        self._trialAt = None
+        if restRate > self._pollRate:
+            self.resting = REST
+        else:
+            self._trusted = TRUST
+
+
+def _rate(count, seconds):
+    # (A timer too coarse to see the time pass reads as infinitely fast.)
+    return count / seconds if seconds > 0 else float("inf")
