@@ -36,6 +36,9 @@ of L{TRIAL} answers, and the rate of answers and requests without polling
 is set against the rate in the window just judged. If the rest was faster,
 it goes on for L{REST} more answers, then polling is judged again; if not,
 polling resumes, and the next L{TRUST} windows are not judged on sleeps.
+(Both rates are over wall time, quiet spells included: with bursty clients
+the comparison is rough, but it only ever decides between two ways that
+both work, and it is made again soon.)
 """
 
 from time import perf_counter
