@@ -583,8 +583,12 @@ class HTTPMessageReceiver(MessageFramer):
 
     def _deliverPart(self, part):
         self.partFramed(part)
+        self._stopIfClosed()
+
+    def _stopIfClosed(self):
+        # After a delivery: if the connection was closed by whoever it went
+        # to, or under it, deliver nothing more.
         if self.transport is None or self.transport.disconnecting:
-            # Closed by the receiver, or under it: deliver nothing more.
             self._stop()
 
     def connectionLost(self, reason=connectionDone):
@@ -764,14 +768,11 @@ class HTTPMessageReceiver(MessageFramer):
         self._awaited = False
         self._streaming = False
         self.messageFramed(head, message)
-        if self.transport is None or self.transport.disconnecting:
-            # Closed by the hook, or under it: deliver nothing more.
-            self._stop()
+        self._stopIfClosed()
 
     def _deliverPlain(self, message):
         self.receiver.messageReceived(message)
-        if self.transport is None or self.transport.disconnecting:
-            self._stop()
+        self._stopIfClosed()
 
     # For subclasses.
 
