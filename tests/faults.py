@@ -1,7 +1,7 @@
 """
 Fault injectors and small clients for the fault, lifecycle and load tests:
-misbehaving targets as Twisted servers on 127.0.0.1, Modbus and echo
-clients over real TCP, and a log capture. The Modbus messages themselves
+misbehaving targets as Twisted servers on 127.0.0.1, Modbus, echo and
+HTTP clients over real TCP, and a log capture. The Modbus messages themselves
 are L{tests.modbus}'s.
 
 The targets here are deliberately simple and independent of tcpmux's own
@@ -30,7 +30,31 @@ def splitLines(buffer):
     return [line + b"\n" for line in lines], rest
 
 
-SPLITTERS = {"modbus": splitModbus, "echo": splitLines}
+def splitHTTP(buffer):
+    """
+    Whole HTTP/1.1 messages at the start of C{buffer}, and what is left:
+    only as much HTTP as these tests' peers speak (a head, then as many
+    bytes as its C{Content-Length} says, none without one).
+    """
+    messages = []
+    while True:
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            break
+        length = 0
+        for line in buffer[:end].split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+        size = end + 4 + length
+        if len(buffer) < size:
+            break
+        messages.append(buffer[:size])
+        buffer = buffer[size:]
+    return messages, buffer
+
+
+SPLITTERS = {"modbus": splitModbus, "echo": splitLines, "http": splitHTTP}
 
 
 def answerFor(kind, request):

@@ -26,7 +26,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from tests.faults import connect
+from tests.faults import connect, splitHTTP, splitLines
 from tests.modbus import exceptionResponse, readRequest, readResponse, splitModbus
 from tests.support import startMultiplexer, until
 
@@ -353,12 +353,15 @@ class MisbehavingEchoProtocol(Protocol):
         self.factory.connections.append(self)
         self.factory.accepted += 1
 
+    # Whole requests at the start of a buffer, and what is left.
+    split = staticmethod(splitLines)
+
     def dataReceived(self, data):
-        *lines, self.buffer = (self.buffer + data).split(b"\n")
-        for line in lines:
+        requests, self.buffer = self.split(self.buffer + data)
+        for request in requests:
             if self.transport.disconnecting:
                 return
-            self.factory.respond(self, line + b"\n")
+            self.factory.respond(self, request)
 
     def connectionLost(self, reason):
         self.factory.connections.remove(self)
@@ -395,8 +398,9 @@ class MisbehavingEchoTarget(ScriptedTarget):
         self.junkCount += 1
         return b"junk %d from the target\n" % self.junkCount
 
-    def respond(self, connection, line):
-        behaviour = self.rng.choices(list(self.weights), list(self.weights.values()))[0]
+    def respond(self, connection, line, behaviour=None):
+        if behaviour is None:
+            behaviour = self.rng.choices(list(self.weights), list(self.weights.values()))[0]
         if behaviour == "silent" and self.counts["silent"] >= self.maxSilences:
             behaviour = "answer"
         self.counts[behaviour] += 1
@@ -432,50 +436,76 @@ class MisbehavingEchoTarget(ScriptedTarget):
         return pushed
 
 
-class RandomizedEchoTargetTests(TestCase):
+class RandomizedTargetTest:
+    """
+    The driver shared by the echo and HTTP tests: 30 clients send unique
+    requests, in rounds of 1 to 3 each, to a target (L{makeTarget}) that
+    misbehaves only in ways a proxy can detect for a protocol whose answers
+    name nothing; between rounds, while nothing is in flight, it pushes
+    junk on some connections. Each client connection must receive exactly a
+    prefix of the answers to what it sent, in order: all of them, unless
+    tcpmux disconnected it after a failed round trip (then it may have got
+    tcpmux's own error reply, last, and it reconnects for the next round).
+
+    @cvar kind: the protocol.
+    """
+
     timeout = 30
 
     clients = 30
     rounds = 10
+    kind = None
 
-    async def test_noClientGetsALineItDidNotSend(self):
+    def makeTarget(self, rng):
         """
-        30 echo clients send unique lines, in rounds of 1 to 3 each, to a
-        target that answers, answers twice in one write, appends a junk
-        line to its answer, closes, or stays silent; between rounds, while
-        nothing is in flight, it pushes junk lines on some connections.
-        Each client connection receives exactly a prefix of the lines it
-        sent, in order: all of them, unless tcpmux disconnected it after a
-        failed round trip (then it reconnects for the next round).
+        The misbehaving target: C{counts}, C{respond} and C{pushWhileIdle}
+        as L{MisbehavingEchoTarget}'s.
         """
+        raise NotImplementedError()
+
+    def request(self, name):
+        """
+        A request named C{name} (bytes), and what its answer says.
+        """
+        raise NotImplementedError()
+
+    def says(self, answer):
+        """
+        What C{answer} says (to be compared with what L{request} said it
+        would), or L{None} if it is tcpmux's own error reply.
+        """
+        return answer
+
+    async def runRandomized(self):
         seed = chooseSeed()
         rng = random.Random(seed)
-        target = MisbehavingEchoTarget(random.Random(rng.getrandbits(64)))
+        target = self.makeTarget(random.Random(rng.getrandbits(64)))
         port, multiplexer = await startMultiplexer(
-            self, "echo", target.listen(self), "--timeout", "300ms"
+            self, self.kind, target.listen(self), "--timeout", "300ms"
         )
-        # Every client connection ever made, with the lines sent on it.
+        # Every client connection ever made, with what each answer to what
+        # was sent on it must say.
         connections = []
         current = [None] * self.clients
 
         async def newConnection(index):
-            client = await connect(self, port, "echo")
+            client = await connect(self, port, self.kind)
             connections.append((index, len(connections), client, []))
             current[index] = connections[-1]
 
         async def oneRound(index, roundNumber, clientRng):
             if current[index] is None or current[index][2].closed.called:
                 await newConnection(index)
-            _, serial, client, lines = current[index]
+            _, serial, client, expected = current[index]
             burst = [
-                b"client %d connection %d round %d line %d\n"
-                % (index, serial, roundNumber, n)
+                self.request(b"client %d connection %d round %d request %d"
+                             % (index, serial, roundNumber, n))
                 for n in range(clientRng.randint(1, 3))
             ]
-            lines.extend(burst)
-            client.send(b"".join(burst))
+            expected.extend(says for _, says in burst)
+            client.send(b"".join(request for request, _ in burst))
             try:
-                await client.receive(len(lines), timeout=3)
+                await client.receive(len(expected), timeout=3)
             except DeferredTimeoutError:
                 # Neither answered nor disconnected: a problem.
                 stuck.append((index, serial))
@@ -509,21 +539,23 @@ class RandomizedEchoTargetTests(TestCase):
         await deferLater(reactor, 0.05)
         problems = []
         disconnected = answered = 0
-        for index, serial, client, lines in connections:
-            received = client.messages
+        for index, serial, client, expected in connections:
+            said = [self.says(answer) for answer in client.messages]
             if client.closed.called:
                 disconnected += 1
-                if received != lines[: len(received)]:
-                    problems.append(
-                        f"seed {seed}: client {index}, connection {serial} "
-                        f"(disconnected) sent {lines!r}, received {received!r}"
-                    )
-            elif received != lines:
+                if said and said[-1] is None:
+                    # tcpmux's own error reply, then the close.
+                    said = said[:-1]
+                good = said == expected[: len(said)]
+            else:
+                good = said == expected
+            if not good:
                 problems.append(
-                    f"seed {seed}: client {index}, connection {serial} sent {lines!r}, "
-                    f"received {received!r}"
+                    f"seed {seed}: client {index}, connection {serial}"
+                    f"{' (disconnected)' if client.closed.called else ''} "
+                    f"expected {expected!r}, received {client.messages!r}"
                 )
-            answered += len(received)
+            answered += len(said)
         for index, serial in stuck:
             problems.append(
                 f"seed {seed}: client {index}, connection {serial} was neither "
@@ -531,19 +563,111 @@ class RandomizedEchoTargetTests(TestCase):
             )
         if notRenewed:
             problems.append(
-                f"seed {seed}: {notRenewed} times a connection that pushed a "
-                "line while idle was not renewed"
+                f"seed {seed}: {notRenewed} times a connection that pushed "
+                "while idle was not renewed"
             )
         if problems:
             self.fail(summary(problems))
         self.assertNotIn(0, target.counts.values(), f"seed {seed}: {target.counts}")
-        sentLines = sum(len(lines) for _, _, _, lines in connections)
+        sent = sum(len(expected) for _, _, _, expected in connections)
         self.assertGreater(
             answered,
-            sentLines // 3,
-            f"seed {seed}: {answered} of {sentLines} lines answered, "
+            sent // 3,
+            f"seed {seed}: {answered} of {sent} requests answered, "
             f"{disconnected} disconnections",
         )
+
+
+class RandomizedEchoTargetTests(RandomizedTargetTest, TestCase):
+    kind = "echo"
+
+    def makeTarget(self, rng):
+        return MisbehavingEchoTarget(rng)
+
+    def request(self, name):
+        line = name + b"\n"
+        return line, line
+
+    async def test_noClientGetsALineItDidNotSend(self):
+        """
+        Echo clients and a target that answers, answers twice in one write,
+        appends a junk line to its answer, closes, or stays silent: no
+        client gets a line it did not send.
+        """
+        await self.runRandomized()
+
+
+# -- a randomized misbehaving HTTP target
+
+
+class MisbehavingHTTPProtocol(MisbehavingEchoProtocol):
+    """
+    One connection to a L{MisbehavingHTTPTarget}: it reads GETs.
+    """
+
+    split = staticmethod(splitHTTP)
+
+
+def okResponse(body):
+    """
+    A keep-alive HTTP/1.1 200 with C{body}.
+    """
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+class MisbehavingHTTPTarget(MisbehavingEchoTarget):
+    """
+    An HTTP/1.1 target answering each GET with a 200 whose body is the
+    request's target, misbehaving as L{MisbehavingEchoTarget} does (its
+    junk: whole responses nobody asked for), and also answering in two
+    writes, the head and then the body.
+    """
+
+    protocol = MisbehavingHTTPProtocol
+
+    weights = dict(MisbehavingEchoTarget.weights, answerInTwoWrites=10)
+
+    def junk(self):
+        self.junkCount += 1
+        return okResponse(b"junk %d from the target" % self.junkCount)
+
+    def respond(self, connection, request):
+        answer = okResponse(request.split(b" ", 2)[1])
+        behaviour = self.rng.choices(list(self.weights), list(self.weights.values()))[0]
+        if behaviour == "answerInTwoWrites":
+            self.counts[behaviour] += 1
+            head = answer.index(b"\r\n\r\n") + 4
+            connection.transport.write(answer[:head])
+            self.writeLater(0.001, connection, answer[head:])
+            return
+        # (The rest as the echo target, with the answer for the line.)
+        MisbehavingEchoTarget.respond(self, connection, answer, behaviour)
+
+
+class RandomizedHTTPTargetTests(RandomizedTargetTest, TestCase):
+    kind = "http"
+
+    def makeTarget(self, rng):
+        return MisbehavingHTTPTarget(rng)
+
+    def request(self, name):
+        path = b"/" + name.replace(b" ", b"/")
+        return b"GET %s HTTP/1.1\r\nHost: device\r\n\r\n" % path, path
+
+    def says(self, answer):
+        if not answer.startswith(b"HTTP/1.1 200 "):
+            return None
+        return answer[answer.index(b"\r\n\r\n") + 4 :]
+
+    async def test_noClientGetsAnAnswerToAnother(self):
+        """
+        HTTP clients sending keep-alive GETs (the common case, passed on
+        unparsed, and pipelined ones) and a target that answers, answers in
+        two writes, answers twice in one write, appends a response nobody
+        asked for, closes, or stays silent: no client gets an answer to
+        another's request.
+        """
+        await self.runRandomized()
 
 
 # -- real pymodbus clients, which all use transaction ids 1, 2, 3...
