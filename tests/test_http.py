@@ -35,6 +35,8 @@ from tcpmux.errors import (
     TargetUnavailable,
 )
 from tcpmux.protocols.http import (
+    _PLAIN_REQUEST,
+    _PLAIN_RESPONSE,
     closesAfter,
     connectionEnds,
     BadMessage,
@@ -2397,8 +2399,6 @@ class PlainMessageTests(SynchronousTestCase):
         HTTP/1.1 request, neither CONNECT nor HEAD, without a body, that
         does not expect 100-continue and leaves the connection open.
         """
-        from tcpmux.protocols.http import _PLAIN_REQUEST
-
         head = b"\r\n".join([requestLine] + fields) + b"\r\n\r\n"
         if _PLAIN_REQUEST.match(head) is None:
             return
@@ -2418,8 +2418,6 @@ class PlainMessageTests(SynchronousTestCase):
         final response whose body, after a plain request, is as long as its
         one Content-Length, and after which the connection stays open.
         """
-        from tcpmux.protocols.http import _PLAIN_RESPONSE
-
         head = b"\r\n".join([statusLine] + fields) + b"\r\n\r\n"
         match = _PLAIN_RESPONSE.match(head)
         if match is None:
