@@ -40,7 +40,14 @@ Peak (VmHWM) and current (VmRSS) resident memory of the proxy come from
 The same idle clients are also measured on echo against tcpmux and against
 its floor, C{twistd-floor}: twistd running a bare Twisted echo server as a
 plugin (benchmarks/floor), through the same plugin scan and with no tcpmux
-code, which says what Twisted and twistd alone take (--no-floor: not).
+code, which says what Twisted and twistd alone take. For modbus, two
+yardsticks run beside tcpmux, from the same plugin directory: twisted-floor,
+the barest proxy Twisted can be (requests in order over one connection,
+written at once, polling while an answer is due, and nothing else), and
+twisted-deferred, the same on the skeleton of tcpmux's design (a
+DeferredLock turn and a Deferred answer per round trip). They say what the
+reactor, the kernel and the rig allow, and what the design's skeleton costs
+(--no-floor: none of the floors).
 
 Results are printed as tables with ratios and the issue's targets, and
 written as JSON with --json FILE. Targets are reported, not enforced, unless
@@ -75,6 +82,9 @@ DIRECT_CROSS = "direct@proxy-core"
 MODBUS_PROXY = "modbus-proxy"
 HAPROXY = "haproxy"
 FLOOR = "twistd-floor"
+FLOOR_PROXY = "twisted-floor"
+FLOOR_DEFERRED = "twisted-deferred"
+FLOOR_PROXIES = {FLOOR_PROXY: [], FLOOR_DEFERRED: ["--deferred"]}
 HAPROXY_CONFIG = """\
 global
     nbthread 1
@@ -347,18 +357,21 @@ class Bench:
             config.write_text(HAPROXY_CONFIG.format(port=port, targetPort=targetPort))
             argv = [self.haproxy, "-db", "-f", str(config)]
             env = None
-        elif system == FLOOR:
-            # Run as tcpmux is run, by the same Python: only the plugin
-            # differs (it answers echo requests itself).
+        elif system == FLOOR or system in FLOOR_PROXIES:
+            # Run as tcpmux is run, by the same Python, through twistd's
+            # plugin scan: only the plugin differs (benchmarks/floor).
+            if system == FLOOR:
+                plugin = ["floor", "--port", str(port)]
+            else:
+                plugin = ["floor-proxy", "--port", str(port), "--target", str(targetPort)]
+                plugin += FLOOR_PROXIES[system]
             argv = [
                 self.tcpmuxPython,
                 "-c",
                 "from twisted.scripts.twistd import run; run()",
                 "-n",
                 "--pidfile=",
-                "floor",
-                "--port",
-                str(port),
+                *plugin,
             ]
             env = dict(os.environ)
             env["PYTHONPATH"] = str(HERE / "floor")
@@ -616,8 +629,11 @@ class Bench:
         """
         The other proxies benchmarked for C{protocol}.
         """
-        if protocol == "modbus" and self.modbusProxy:
-            return [MODBUS_PROXY]
+        if protocol == "modbus":
+            peers = [MODBUS_PROXY] if self.modbusProxy else []
+            if not self.options.no_floor:
+                peers += list(FLOOR_PROXIES)
+            return peers
         if protocol == "http" and self.haproxy:
             return [HAPROXY]
         return []
@@ -741,6 +757,13 @@ def evaluate(table, cells, options, variants):
             r = ratio(get(protocol, first, 10, "rps"), get(protocol, MODBUS_PROXY, 10, "rps"))
             if r is not None:
                 rows.append((f"{protocol}: {first} / modbus-proxy, round trips/s, 10 clients", r, ">= 1.75", r >= 1.75))
+            for system in FLOOR_PROXIES:
+                r = ratio(get(protocol, first, 10, "rps"), get(protocol, system, 10, "rps"))
+                if r is not None:
+                    rows.append((f"{protocol}: {first} / {system}, round trips/s, 10 clients", r, "(info)", None))
+                r = ratio(get(protocol, system, 10, "rps"), get(protocol, MODBUS_PROXY, 10, "rps"))
+                if r is not None:
+                    rows.append((f"{protocol}: {system} / modbus-proxy, round trips/s, 10 clients", r, "(info)", None))
             r = ratio(get(protocol, first, 10, "rps"), get(protocol, DIRECT_CROSS, 1, "rps", 1))
             if r is not None:
                 rows.append((f"{protocol}: {first} / direct (load on proxy core), 10 clients", r, ">= 0.75", r >= 0.75))
@@ -986,7 +1009,7 @@ def parseArgs(argv=None):
     parser.add_argument(
         "--no-floor",
         action="store_true",
-        help="do not measure the idle clients' memory on echo against twistd-floor",
+        help="run none of the floors: twistd-floor's memory, and the bare Twisted Modbus proxies",
     )
     parser.add_argument("--haproxy", help="the haproxy executable (default: haproxy on PATH; Debian: apt-get install haproxy)")
     parser.add_argument("--modbus-proxy", help="a modbus-proxy executable to use instead of installing one")
