@@ -19,6 +19,13 @@ from tcpmux.config import (
     parseSize,
     targetEndpoint,
 )
+from tcpmux.gateway.options import (
+    BROADCAST,
+    parseReadOnly,
+    parseRetries,
+    parseRoute,
+    parseUnitMap,
+)
 from tcpmux.multiplexer import Multiplexer
 from tcpmux.service import MultiplexerService
 from tcpmux.target.factory import TargetClientFactory
@@ -379,10 +386,6 @@ class Options(usage.Options):
         C{attempt-timeout} seconds. A mistake is a usage error that names
         the option.
         """
-        # (What users write is read by a module of its own: a run that uses
-        # no gateway option does not import the gateway.)
-        from tcpmux.gateway import options as gateway
-
         def parsed(name, parse, value):
             try:
                 return parse(value)
@@ -391,10 +394,10 @@ class Options(usage.Options):
 
         unitMap = {}
         if self["unit-map"] is not None:
-            unitMap = parsed("unit-map", gateway.parseUnitMap, self["unit-map"])
+            unitMap = parsed("unit-map", parseUnitMap, self["unit-map"])
         routes = {}
         for text in self.get("route") or ():
-            unit, target = parsed("route", gateway.parseRoute, text)
+            unit, target = parsed("route", parseRoute, text)
             if unit in routes:
                 raise usage.UsageError(f"--route: unit {unit} is routed twice")
             try:
@@ -402,8 +405,8 @@ class Options(usage.Options):
             except ValueError as e:
                 raise usage.UsageError(f"--route {text}: {e}") from None
             routes[unit] = target
-        readOnly = parsed("read-only", gateway.parseReadOnly, self["read-only"])
-        retries = parsed("retries", gateway.parseRetries, self["retries"])
+        readOnly = parsed("read-only", parseReadOnly, self["read-only"])
+        retries = parsed("retries", parseRetries, self["retries"])
         attemptTimeout = self["attempt-timeout"]
         if attemptTimeout is not None:
             try:
@@ -444,7 +447,7 @@ class Options(usage.Options):
                 f"or function code"
             )
         if application.name == "modbus-serial":
-            zero = gateway.BROADCAST
+            zero = BROADCAST
             if zero in unitMap or zero in unitMap.values() or zero in routes:
                 name = "route" if zero in routes else "unit-map"
                 raise usage.UsageError(

@@ -49,7 +49,6 @@ ILLEGAL_FUNCTION = 0x01
 DEVICE_BUSY = 0x06
 
 
-
 def functionCode(frames, message):
     """
     The function code of C{message}, or L{None} if it carries no PDU.

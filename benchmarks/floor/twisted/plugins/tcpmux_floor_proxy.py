@@ -22,7 +22,7 @@ from collections import deque
 
 from zope.interface import implementer
 
-from twisted.application.service import IServiceMaker, MultiService, Service
+from twisted.application.service import IServiceMaker, Service
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.endpoints import clientFromString, serverFromString
@@ -205,9 +205,7 @@ class FloorProxy:
     options = Options
 
     def makeService(self, options):
-        service = MultiService()
-        Listener(options).setServiceParent(service)
-        return service
+        return Listener(options)
 
 
 floorProxy = FloorProxy()
