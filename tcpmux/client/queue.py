@@ -182,9 +182,12 @@ class RoundTripQueue:
         if self.busyPoll is not None and not self.stopping:
             self.busyPoll.answered()
         self.lock.release()
-        self._forget(trip)
         if isinstance(answer, Failure):
             return self._failed(answer, trip)
+        # (_forget, in place: this is the path of every answer.)
+        self._unanswered.pop(trip, None)
+        if self.stopping:
+            self._stopTimer()
         now = self.clock.seconds()
         stats = self.stats
         stats.ok += 1

@@ -292,7 +292,8 @@ class ClientSession(TimeoutMixin):
             self.requests = ()
             self.transport.loseConnection()
             return
-        self._sendNext()
+        if self.requests:
+            self._sendNext()
         if self.trip is not None or self.requests:
             # More to answer (once it reads again, if it is not reading).
             return

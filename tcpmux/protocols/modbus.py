@@ -13,7 +13,7 @@ other than 0, or a length outside 2..254, can never become a valid ADU: it is
 a framing error, not a reason to wait for more bytes.
 """
 
-from struct import pack
+from struct import Struct, pack
 
 from zope.interface import implementer
 
@@ -25,6 +25,7 @@ from tcpmux.gateway.adu import ModbusTCPFrames
 HEADER_SIZE = 6  # transaction id, protocol id, length; the unit id is counted in length
 MIN_LENGTH = 2  # unit id + function code
 MAX_LENGTH = 254  # unit id + the largest PDU (253 bytes)
+_PROTOCOL_ID_AND_LENGTH = Struct(">HH")
 
 # Exception codes a gateway answers with (Modbus application protocol, 7).
 GATEWAY_PATH_UNAVAILABLE = 0x0A
@@ -48,7 +49,13 @@ class ModbusTCPReceiver(FrameReceiver):
     maxMessageSize = HEADER_SIZE + MAX_LENGTH
 
     def frameSize(self, data, start, end):
-        # Each header field is checked as soon as its bytes are here.
+        if end - start >= HEADER_SIZE:
+            # A whole header, the common case: one unpack checks it.
+            protocolId, length = _PROTOCOL_ID_AND_LENGTH.unpack_from(data, start + 2)
+            if not protocolId and self.minLength <= length <= self.maxLength:
+                return HEADER_SIZE + length
+        # Each header field is checked as soon as its bytes are here, and a
+        # bad one named.
         if end - start < 4:
             return None
         if data[start + 2] or data[start + 3]:

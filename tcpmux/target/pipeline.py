@@ -54,7 +54,12 @@ class PipelinedTargetSession(ConnectionReceiver):
         return bool(self.inFlight)
 
     def roundTrip(self, request, partReceived=None):
-        wireId = self._allocate()
+        wireId = self._lastId + 1
+        if wireId == ID_SPACE or wireId in self.inFlight:
+            # (Almost always the next id is free: the search is the rare case.)
+            wireId = self._allocate()
+        else:
+            self._lastId = wireId
         response = Deferred(canceller=lambda d: self._abandon(wireId))
         self.inFlight[wireId] = (response, request)
         writeNow(self.transport, self.pipelining.requestWithId(request, wireId))
