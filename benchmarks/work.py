@@ -51,8 +51,9 @@ from twisted.internet.testing import StringTransport
 
 HERE = Path(__file__).resolve().parent
 CLIENTS = 10
-# A Modbus TCP read of two holding registers, and its answer.
-REQUEST = bytes.fromhex("000100000006010300000002")
+# A Modbus TCP read of two holding registers (transaction id 0x7a01: not
+# one tcpmux gives out first on the target connection).
+REQUEST = bytes.fromhex("7a0100000006010300000002")
 STEPS = ("critical path", "to the client", "answer's rest", "reactor turn", "request in")
 
 
@@ -137,14 +138,15 @@ class Rig:
         client.dataReceived(REQUEST)
 
 
-def loadTcpmux(path):
+def loadTcpmux(path=None):
     """
-    The tcpmux modules of the checkout at C{path} (L{None}: this one),
-    imported afresh: rigs built from them keep them, whatever is imported
-    after.
+    The tcpmux of the checkout at C{path}, imported afresh (rigs built from
+    it keep its modules, whatever is imported after); by default this
+    checkout's, as imported already.
     """
-    for name in [name for name in sys.modules if name.split(".")[0] == "tcpmux"]:
-        del sys.modules[name]
+    if path is not None:
+        for name in [name for name in sys.modules if name.split(".")[0] == "tcpmux"]:
+            del sys.modules[name]
     root = str(Path(path).resolve() if path else HERE.parent)
     sys.path.insert(0, root)
     try:
@@ -242,6 +244,7 @@ def countWork(rig, roundTrips):
     target.onWrite = written
     for framer in rig.clients:
         framer.transport.onWrite = written
+    previous = sys.gettrace()
     sys.settrace(tracer)
     try:
         for _ in range(roundTrips):
@@ -256,7 +259,7 @@ def countWork(rig, roundTrips):
             step[0] = STEPS[4]
             client.dataReceived(REQUEST)
     finally:
-        sys.settrace(None)
+        sys.settrace(previous)
         target.onWrite = None
         for framer in rig.clients:
             framer.transport.onWrite = None
@@ -288,7 +291,7 @@ def main():
     parser.add_argument("--batch", type=int, default=5000, help="round trips per timed batch")
     options = parser.parse_args()
 
-    builders = {"tcpmux": loadTcpmux(None)}
+    builders = {"tcpmux": loadTcpmux()}
     for spec in options.checkout:
         name, _, path = spec.partition("=")
         if not name or not Path(path, "tcpmux").is_dir():
