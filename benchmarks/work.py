@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_work -*-
 """
 Python work per Modbus round trip, in memory: what tcpmux's own code costs,
 without the network, the reactor's system calls or the machine's noise.
@@ -7,8 +8,8 @@ without the network, the reactor's system calls or the machine's noise.
     python benchmarks/work.py --functions           # bytecodes per function and step
 
 The real multiplexer (C{tcpmux.multiplexer.Multiplexer}, a
-C{TargetClientFactory}, the C{modbus} protocol, busy polling on as by
-default, a 60 s timeout) serves 10 clients over in-memory transports
+C{TargetClientFactory}, the C{modbus} protocol, a 60 s timeout, busy polling
+kept on, as it stays at 10 clients on the rig) serves 10 clients over in-memory transports
 (L{twisted.internet.testing.StringTransport}) on a
 L{twisted.internet.task.Clock}: each step, the target's answer is fed to the
 target connection's framer, the calls then due run (one reactor turn: busy
