@@ -31,8 +31,8 @@ class Multiplexer(ServerFactory):
     @ivar routes: routing key (the application protocol's C{routingKey}:
         a Modbus unit id) -> another L{tcpmux.interfaces.ITarget}, with a
         queue of its own, so a slow target holds up no other.
-    @ivar dispatcher: where client requests go: the queues, wrapped by each
-        of C{gateways} in turn (callables taking the inner
+    @ivar dispatcher: where client requests go: the queues (the default
+        queue itself, with no routes), wrapped by each of C{gateways} in turn (callables taking the inner
         L{tcpmux.interfaces.IDispatcher} and returning the outer one).
     @ivar clients: the L{ClientRegistry} of connected clients.
     @ivar maxQueue: whole requests one client may have waiting before
@@ -83,7 +83,9 @@ class Multiplexer(ServerFactory):
             {key: self._queueFor(routed, verbose) for key, routed in self.routes.items()},
             application.routingKey,
         )
-        self.dispatcher = self.queues
+        # With no routes the default queue is the innermost dispatcher
+        # itself: a call fewer for every request.
+        self.dispatcher = self.queues if self.routes else self.queue
         for gateway in gateways:
             self.dispatcher = gateway(self.dispatcher)
         self.clients = ClientRegistry(self.targets, clock, maxClients, idleClose)

@@ -360,7 +360,7 @@ class DepartingClientTests(TestCase):
         received = target.nextRequest()
         aAnswer = ask(a, readRequest(1, 1))
         await received
-        queued = onCall(multiplexer.queue, "submit")
+        queued = onCall(multiplexer.queue, "dispatch")
         b.send(readRequest(2, 2) + readRequest(3, 3) + readRequest(4, 4))
         while len(multiplexer.queue.lock.waiting) < 1:
             await queued()

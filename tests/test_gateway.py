@@ -478,7 +478,7 @@ class OptionsTests(SynchronousTestCase):
         """
         plain = buildMultiplexer("-p", "modbus", "-t", "127.0.0.1:502")
         self.assertEqual(type(plain.target).__name__, "TargetClientFactory")
-        self.assertIs(plain.dispatcher, plain.queues)
+        self.assertIs(plain.dispatcher, plain.queue)
 
         multiplexer = buildMultiplexer(
             "-p", "modbus", "-t", "127.0.0.1:502", "--route", "2=127.0.0.1:503",

@@ -14,8 +14,11 @@ from zope.interface.verify import verifyObject
 
 from tcpmux import protocols
 from tcpmux.client.session import ClientSession
+from tcpmux.client.dispatch import Routes
+from tcpmux.client.queue import RoundTripQueue
 from tcpmux.interfaces import (
     IApplicationProtocol,
+    IDispatcher,
     IFramer,
     IMessageReceiver,
     IPipelining,
@@ -170,6 +173,24 @@ class CoreTests(VerifyMixin, SynchronousTestCase):
         _, session = target.accept()
         self.assertIsInstance(session, PipelinedTargetSession)
         self.assertProvides(IResponseReceiver, session, "PipelinedTargetSession")
+
+    def test_dispatchers(self):
+        """
+        Where the sessions send requests is an L{IDispatcher}: without
+        routes, the default target's L{RoundTripQueue} itself; with
+        C{--route}, L{Routes} in front of every target's queue.
+        """
+        plain = buildMultiplexer("--protocol", "modbus", "--target", "127.0.0.1:502")
+        self.assertIsInstance(plain.dispatcher, RoundTripQueue)
+        self.assertProvides(IDispatcher, plain.dispatcher, "RoundTripQueue")
+        routed = buildMultiplexer(
+            "--protocol", "modbus", "--target", "127.0.0.1:502",
+            "--route", "2=127.0.0.1:503",
+        )
+        self.assertIsInstance(routed.dispatcher, Routes)
+        self.assertProvides(IDispatcher, routed.dispatcher, "Routes")
+        for queue in routed.queues:
+            self.assertProvides(IDispatcher, queue, "RoundTripQueue")
 
     def test_targetClientFactory(self):
         """

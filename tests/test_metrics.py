@@ -140,7 +140,7 @@ class QueueCounterTests(SynchronousTestCase):
 
     def submit(self, result):
         self.target.results.append(result)
-        trip = self.queue.submit(b"request", "client")
+        trip = self.queue.dispatch(b"request", "client")
         trip.result.addErrback(lambda failure: None)
         return trip
 
@@ -234,7 +234,7 @@ class DeadlineTimerTests(SynchronousTestCase):
 
     def submit(self, result):
         self.target.results.append(result)
-        trip = self.queue.submit(b"request", "client")
+        trip = self.queue.dispatch(b"request", "client")
         trip.result.addErrback(self.failures.append)
         return trip
 

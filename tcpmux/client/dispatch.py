@@ -1,9 +1,9 @@
-# -*- test-case-name: tests.test_dispatch -*-
+# -*- test-case-name: tests.test_gateway,tests.test_interfaces -*-
 """
 Dispatchers: where a client's whole request goes.
 
-The innermost dispatcher, L{Routes}, hands each request to the round-trip
-queue of its target. Gateways (L{tcpmux.interfaces.IDispatcher}s that wrap
+The innermost dispatchers are the round-trip queues of the targets; with
+C{--route}, L{Routes} hands each request to the queue of its target. Gateways (L{tcpmux.interfaces.IDispatcher}s that wrap
 another) may answer a request on the way or rewrite it; L{Answered} and
 L{Following} are the round trips they give back.
 """
@@ -43,7 +43,7 @@ class Routes:
         queue = self.default
         if self.routes:
             queue = self.routes.get(self.routingKey(request), queue)
-        return queue.submit(request, client, partReceived)
+        return queue.dispatch(request, client, partReceived)
 
 
 @implementer(IRoundTrip)

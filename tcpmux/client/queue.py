@@ -15,8 +15,10 @@ from twisted.internet.defer import (
 )
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from tcpmux.errors import GatewayError, TargetTimeout, TargetUnavailable
+from tcpmux.interfaces import IDispatcher
 from tcpmux.logs import RepeatedWarnings
 from tcpmux.metrics.counters import LATENCY_BOUNDS, RoundTripStats
 
@@ -67,6 +69,7 @@ class RoundTrip:
             self.result.cancel()
 
 
+@implementer(IDispatcher)
 class RoundTripQueue:
     """
     Carries round trips to an L{ITarget}, C{target.concurrency} at a time
@@ -125,7 +128,9 @@ class RoundTripQueue:
         """
         return len(self.lock.waiting)
 
-    def submit(self, request, client, partReceived=None):
+    # IDispatcher: the queue is the innermost dispatcher.
+
+    def dispatch(self, request, client, partReceived=None):
         """
         Queue C{request} from C{client} (its name, for logs).
 

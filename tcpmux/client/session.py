@@ -232,7 +232,6 @@ class ClientSession(TimeoutMixin):
     def _dispatch(self, request):
         # (Waiting for an answer is not idleness: a --client-timeout timer
         # that fires meanwhile looks again later, timeoutConnection.)
-        self._answerStart = b""
         self.trip = trip = self.dispatcher.dispatch(
             request, self.peer, self._partReceived
         )

@@ -183,20 +183,19 @@ class TargetClientFactory(ReconnectingClientFactory):
             after the other.)
         """
         connection = self.connection
-        if connection is not None and (
-            connection.transport.disconnecting or not connection.transport.connected
-        ):
+        if connection is not None:
+            transport = connection.transport
+            if transport.connected and not transport.disconnecting:
+                # (The path of almost every round trip: _sendInTime, in
+                # place.)
+                if deadline is not None and deadline - self.clock.seconds() < self.timeout * LATE:
+                    return self._lateFailure()
+                return connection.roundTrip(request, partReceived)
             # Its framer closed it after a response (HTTP's "Connection:
             # close"): carry nothing more on it, and open a new one as soon
             # as it is gone.
             self.connection = None
             self._renewing = True
-            connection = None
-        if connection is not None:
-            # (The path of almost every round trip: _sendInTime, in place.)
-            if deadline is not None and deadline - self.clock.seconds() < self.timeout * LATE:
-                return self._lateFailure()
-            return connection.roundTrip(request, partReceived)
         tooLate = self._tooLate(deadline)
         if tooLate is not None:
             return tooLate

@@ -60,7 +60,7 @@ class PipelinedTargetSession(ConnectionReceiver):
             wireId = self._allocate()
         else:
             self._lastId = wireId
-        response = Deferred(canceller=lambda d: self._abandon(wireId))
+        response = Deferred(canceller=self._abandon)
         self.inFlight[wireId] = (response, request)
         writeNow(self.transport, self.pipelining.requestWithId(request, wireId))
         return response
@@ -86,9 +86,11 @@ class PipelinedTargetSession(ConnectionReceiver):
         entry = self.inFlight.pop(wireId, None)
         if entry is not None:
             pending, request = entry
-            if self.capacity == 1 and self._bytesFollowAnswer():
-                # One request at a time, so nothing asked for them. (They
-                # could even carry the id the next request is about to get.)
+            if self.capacity == 1 and self.framer.buffered():
+                # Bytes after the answer, in the same read: one request at a
+                # time, so nothing asked for them. (They could even carry
+                # the id the next request is about to get.)
+                self._countBytesAfterAnswer()
                 self._renew("unrequested bytes after a response")
             self.answered = True
             pending.callback(self.pipelining.responseFor(response, request))
@@ -122,15 +124,19 @@ class PipelinedTargetSession(ConnectionReceiver):
         self._failAll(inFlight, TargetLost("the connection to the target closed"))
         self._lost(reason)
 
-    def _abandon(self, wireId):
+    def _abandon(self, response):
         # Whoever asked gave up on this answer: it may still come, with an
-        # id that could be reused, so the connection goes.
-        if wireId in self.inFlight:
-            self._renew(
-                "gave up waiting for a response",
-                wireId,
-                TargetTimeout("no response from the target"),
-            )
+        # id that could be reused, so the connection goes. (Its id is looked
+        # up here, on the rare give-up, rather than kept in a closure made
+        # for every round trip.)
+        for wireId, (pending, _) in self.inFlight.items():
+            if pending is response:
+                self._renew(
+                    "gave up waiting for a response",
+                    wireId,
+                    TargetTimeout("no response from the target"),
+                )
+                return
 
     def _renew(self, why, wireId=None, error=None):
         """

@@ -54,16 +54,14 @@ class ConnectionReceiver:
         else:
             self.factory.droppedResponses += 1
 
-    def _bytesFollowAnswer(self):
+    def _countBytesAfterAnswer(self):
         """
-        Whether more bytes came after the answer being delivered, in the same
-        read (nothing asked for them); if so they are counted as dropped.
+        More bytes came after the answer being delivered, in the same read
+        (the framer has them buffered; nothing asked for them): count them
+        as dropped, once.
         """
-        if not self.framer.buffered():
-            return False
         self.factory.droppedResponses += 1
         self._trailingCounted = True
-        return True
 
     def _lost(self, reason):
         self.factory.targetLost(self, reason)
@@ -127,9 +125,10 @@ class TargetSession(ConnectionReceiver):
             self.factory.droppedResponses += 1
             self._retire("a response that answers no request")
             return
-        if self._bytesFollowAnswer():
+        if self.framer.buffered():
             # The answer goes to its client, and the next request to a new
             # connection.
+            self._countBytesAfterAnswer()
             self._retire("unrequested bytes after a response")
         self.answered = True
         pending.callback(response)
