@@ -162,7 +162,9 @@ def loadTcpmux(path=None):
 
     def build():
         clock = Clock()
-        target = TargetClientFactory(None, application, "target", timeout=60.0, clock=clock)
+        target = TargetClientFactory(
+            None, application, "target", timeout=60.0, clock=clock
+        )
         multiplexer = Multiplexer(
             application, target, timeout=60.0, clock=clock, busyPoll=100e-6
         )
@@ -342,10 +344,18 @@ def main():
             print(f"\n{name}")
             for step in STEPS:
                 functions = sorted(
-                    ((count, function) for (s, function), count in byFunction.items() if s == step),
+                    (
+                        (count, function)
+                        for (s, function), count in byFunction.items()
+                        if s == step
+                    ),
                     reverse=True,
                 )
-                shown = ", ".join(f"{function} {count / n:.0f}" for count, function in functions if count >= n)
+                shown = ", ".join(
+                    f"{function} {count / n:.0f}"
+                    for count, function in functions
+                    if count >= n
+                )
                 print(f"  {step}: {shown}")
 
 

@@ -32,8 +32,9 @@ class Multiplexer(ServerFactory):
         a Modbus unit id) -> another L{tcpmux.interfaces.ITarget}, with a
         queue of its own, so a slow target holds up no other.
     @ivar dispatcher: where client requests go: the queues (the default
-        queue itself, with no routes), wrapped by each of C{gateways} in turn (callables taking the inner
-        L{tcpmux.interfaces.IDispatcher} and returning the outer one).
+        queue itself, with no routes), wrapped by each of C{gateways} in
+        turn (callables taking the inner L{tcpmux.interfaces.IDispatcher}
+        and returning the outer one).
     @ivar clients: the L{ClientRegistry} of connected clients.
     @ivar maxQueue: whole requests one client may have waiting before
         tcpmux stops reading from it.

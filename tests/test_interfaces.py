@@ -13,9 +13,9 @@ from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyObject
 
 from tcpmux import protocols
-from tcpmux.client.session import ClientSession
 from tcpmux.client.dispatch import Routes
 from tcpmux.client.queue import RoundTripQueue
+from tcpmux.client.session import ClientSession
 from tcpmux.interfaces import (
     IApplicationProtocol,
     IDispatcher,

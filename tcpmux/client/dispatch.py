@@ -3,9 +3,10 @@
 Dispatchers: where a client's whole request goes.
 
 The innermost dispatchers are the round-trip queues of the targets; with
-C{--route}, L{Routes} hands each request to the queue of its target. Gateways (L{tcpmux.interfaces.IDispatcher}s that wrap
-another) may answer a request on the way or rewrite it; L{Answered} and
-L{Following} are the round trips they give back.
+C{--route}, L{Routes} hands each request to the queue of its target.
+Gateways (L{tcpmux.interfaces.IDispatcher}s that wrap another) may answer a
+request on the way or rewrite it; L{Answered} and L{Following} are the
+round trips they give back.
 """
 
 from twisted.internet.defer import Deferred
