@@ -75,6 +75,50 @@ class PipelineTests(SynchronousTestCase):
         failures[0].trap(InvalidResponse)
         self.assertFalse(self.transport.connected)
 
+    def wireId(self):
+        """
+        The id of the one request written since the last call.
+        """
+        (sent,), rest = splitModbus(self.transport.value())
+        self.assertEqual(rest, b"")
+        self.transport.clear()
+        return struct.unpack(">H", sent[:2])[0]
+
+    def test_idsWrapAndSkipThoseInFlight(self):
+        """
+        Ids on the connection run from 1 to 0xFFFF, then wrap to 0; an id
+        still in flight when its turn comes round again is skipped, and its
+        answer, when it comes, still reaches its own client. A late answer
+        with an id given out before the wrap is dropped, not taken for a
+        target out of step.
+        """
+        results = []
+        held = self.target.factory.roundTrip(readRequest(9, 0))
+        held.addCallback(results.append)
+        heldId = self.wireId()
+        self.assertEqual(heldId, 1)
+        # A whole cycle of ids, each answered at once, around the one held.
+        seen = []
+        for n in range(0x10000):
+            self.target.factory.roundTrip(readRequest(n & 0xFF, 0))
+            seen.append(self.wireId())
+            self.transport.protocol.dataReceived(readResponse(seen[-1], n & 0xFF))
+        self.assertEqual(seen[:2], [2, 3])
+        self.assertEqual(seen[0xFFFD : 0xFFFD + 3], [0xFFFF, 0, 2])
+        self.assertNotIn(heldId, seen)
+        self.assertEqual(len(results), 0)
+        self.transport.protocol.dataReceived(readResponse(heldId, 42))
+        self.assertEqual(results, [readResponse(9, 42)])
+        # A repeat of an answer from before the wrap: dropped, the
+        # connection kept.
+        trip = self.target.factory.roundTrip(readRequest(5, 0))
+        trip.addCallback(results.append)
+        nextId = self.wireId()
+        self.transport.protocol.dataReceived(readResponse(0xFFF0, 1))
+        self.assertTrue(self.transport.connected)
+        self.transport.protocol.dataReceived(readResponse(nextId, 7))
+        self.assertEqual(results[1:], [readResponse(5, 7)])
+
     def test_abandonRenewsAndFailsOthers(self):
         """
         Abandoning a round trip (its asker's deadline) renews the connection,
