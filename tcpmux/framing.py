@@ -162,12 +162,15 @@ class FrameReceiver(MessageFramer):
                 self.frameReceived(frame)
             else:
                 self.receiver.messageReceived(frame)
-            start = end
-            if self._refused or self.transport is None or self.transport.disconnecting:
-                # The hook closed this connection (or it was closed under
-                # it): deliver nothing more from what is buffered.
+            if end == size or (
+                self._refused or self.transport is None or self.transport.disconnecting
+            ):
+                # The read is all delivered (most often), or the hook closed
+                # this connection (or it was closed under it): deliver
+                # nothing more from what is buffered.
                 self._data, self._start = b"", 0
                 return
+            start = end
         self._data, self._start = (data[start:] if start else data), 0
 
     def _refuse(self, reason):

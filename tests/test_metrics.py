@@ -137,6 +137,7 @@ class QueueCounterTests(SynchronousTestCase):
         self.clock = Clock()
         self.target = FakeTarget()
         self.queue = RoundTripQueue(self.target, self.clock, timeout=5.0)
+        self.queue.observe()
 
     def submit(self, result):
         self.target.results.append(result)
@@ -219,6 +220,26 @@ class QueueCounterTests(SynchronousTestCase):
         stats = RoundTripStats()
         self.assertEqual((stats.ok, stats.latencySum, stats.lastOk), (0, 0.0, None))
 
+    def test_unobserved(self):
+        """
+        A queue nobody observes keeps no statistics: answers and failures
+        alike pass without being counted. Once observed, it counts from
+        then on, in the one L{RoundTripStats} every observer is given.
+        """
+        queue = RoundTripQueue(self.target, self.clock, timeout=5.0)
+        self.target.results.extend([b"answer", fail(TargetTimeout("slow"))])
+        answered = queue.dispatch(b"request", "client")
+        failed = queue.dispatch(b"request", "client")
+        self.assertEqual(self.successResultOf(answered.result), b"answer")
+        self.failureResultOf(failed.result, TargetTimeout)
+        self.assertIsNone(queue.stats)
+        stats = queue.observe()
+        self.assertIs(queue.observe(), stats)
+        self.assertEqual((stats.ok, stats.timeout, sum(stats.latency)), (0, 0, 0))
+        self.target.results.append(b"answer")
+        queue.dispatch(b"request", "client")
+        self.assertEqual((stats.ok, sum(stats.latency)), (1, 1))
+
 
 class DeadlineTimerTests(SynchronousTestCase):
     """
@@ -230,6 +251,7 @@ class DeadlineTimerTests(SynchronousTestCase):
         self.clock = Clock()
         self.target = FakeTarget()
         self.queue = RoundTripQueue(self.target, self.clock, timeout=5.0)
+        self.queue.observe()
         self.failures = []
 
     def submit(self, result):
@@ -707,6 +729,23 @@ class HistoryTests(TestCase):
         connectClient(mux)
         self.assertEqual(metrics.health(0)["targets"][0]["state"], "connecting")
         self.assertFalse(metrics.health(0)["healthy"])
+
+    def test_observesEveryQueue(self):
+        """
+        Metrics for a multiplexer observe its every queue, routed ones
+        too, from the start: the round trips before the first scrape count.
+        """
+        target = MemoryTarget(modbus)
+        routed = MemoryTarget(modbus)
+        mux = Multiplexer(
+            modbus, target.factory, clock=target.reactor, routes={2: routed.factory}
+        )
+        self.assertEqual([queue.stats for queue in mux.queues], [None, None])
+        MuxMetrics("routed", mux)
+        self.assertEqual(
+            [type(queue.stats) for queue in mux.queues], [RoundTripStats] * 2
+        )
+
 
 
 # -- the command line

@@ -37,26 +37,16 @@ class RoundTrip:
     @ivar expired: whether its deadline passed before it was answered.
     """
 
-    __slots__ = (
-        "request",
-        "client",
-        "partReceived",
-        "result",
-        "sent",
-        "withdrawn",
-        "expired",
-        "deadline",
-        "submittedAt",
-        "sentAt",
-    )
+    # (Class defaults, not slots: a round trip is made for every request,
+    # and most of these are never set, or set once it is under way.)
+    result = deadline = sentAt = None
+    sent = withdrawn = expired = False
 
     def __init__(self, request, client, partReceived, submittedAt):
         self.request = request
         self.client = client
         self.partReceived = partReceived
         self.submittedAt = submittedAt
-        self.result = self.deadline = self.sentAt = None
-        self.sent = self.withdrawn = self.expired = False
 
     def withdraw(self):
         """
@@ -93,11 +83,13 @@ class RoundTripQueue:
     while the answer is due, if the target answers that fast.
 
     @ivar stopping: once set, every round trip fails at once.
-    @ivar stats: the L{RoundTripStats} of its round trips (C{--metrics}).
+    @ivar stats: the L{RoundTripStats} of its round trips, once L{observe}
+        was called (C{--metrics}, the status page), else L{None}.
     """
 
     log = Logger()
     stopping = False
+    stats = None
 
     def __init__(
         self, target, clock, timeout=None, verbose=False, describe=None, busyPoll=None
@@ -113,13 +105,24 @@ class RoundTripQueue:
         else:
             self.lock = DeferredSemaphore(self.concurrency)
         self.failures = RepeatedWarnings(self.log, clock)
-        self.stats = RoundTripStats()
         # Unanswered round trips with a deadline, oldest first (a dict keeps
         # the order, and forgets an answered one at once), and the timer
         # for the oldest one's deadline.
         self._unanswered = {}
         self._deadlineCall = None
         self.busyPoll = busyPoll
+
+    def observe(self):
+        """
+        Keep statistics of the round trips from now on, for whatever reads
+        them (C{--metrics}, the status page); unobserved, the path of every
+        answer does not count it.
+
+        @return: the L{RoundTripStats}.
+        """
+        if self.stats is None:
+            self.stats = RoundTripStats()
+        return self.stats
 
     @property
     def depth(self):
@@ -193,13 +196,14 @@ class RoundTripQueue:
         self._unanswered.pop(trip, None)
         if self.stopping:
             self._stopTimer()
-        now = self.clock.seconds()
         stats = self.stats
-        stats.ok += 1
-        stats.lastOk = now
-        seconds = now - trip.submittedAt
-        stats.latency[bisect_left(LATENCY_BOUNDS, seconds)] += 1
-        stats.latencySum += seconds
+        if stats is not None:
+            now = self.clock.seconds()
+            stats.ok += 1
+            stats.lastOk = now
+            seconds = now - trip.submittedAt
+            stats.latency[bisect_left(LATENCY_BOUNDS, seconds)] += 1
+            stats.latencySum += seconds
         if self.verbose:
             self._dump("response to", trip.client, answer, trip)
         return answer
@@ -276,14 +280,17 @@ class RoundTripQueue:
             error = self._explain(failure, trip)
             if error is not None:
                 failure = Failure(error)
+        stats = self.stats
         if failure.check(GatewayError):
             error = failure.value
-            if isinstance(error, TargetTimeout):
-                self.stats.timeout += 1
+            if stats is None:
+                pass
+            elif isinstance(error, TargetTimeout):
+                stats.timeout += 1
             elif isinstance(error, TargetUnavailable):
-                self.stats.unavailable += 1
+                stats.unavailable += 1
             else:
-                self.stats.error += 1
+                stats.error += 1
             self.failures.warn(
                 (type(error), str(error)),
                 "Request from {client} failed: {error}",
@@ -293,7 +300,8 @@ class RoundTripQueue:
                 error=error,
             )
         else:
-            self.stats.error += 1
+            if stats is not None:
+                stats.error += 1
             self.log.failure(
                 "Request from {client} failed", failure, client=trip.client
             )

@@ -5,9 +5,11 @@ fixed-bucket histogram, updated on the hot path by the round-trip queue
 (L{tcpmux.client.queue.RoundTripQueue}), and only read, at scrape time, by
 L{tcpmux.metrics.readings}.
 
-Nothing here imports C{prometheus_client}: the core keeps its counters
-whether metrics are served or not (a few integer additions and one bisect
-per round trip).
+Nothing here imports C{prometheus_client}. A queue keeps its counters only
+once something reads them (L{tcpmux.client.queue.RoundTripQueue.observe}:
+the metrics service, from its start): a few integer additions, a clock
+reading and one bisect per round trip, which a run without C{--metrics}
+does not pay.
 """
 
 # Upper bounds, in seconds, of the round-trip latency histogram's buckets

@@ -57,7 +57,7 @@ class TargetReading:
         self.healthy = self.state in ("connected", "released")
         self.reconnects = sum(getattr(c, "reconnects", 0) for c in connections)
         self.dropped = sum(getattr(c, "droppedResponses", 0) for c in connections)
-        lastOk = queue.stats.lastOk
+        lastOk = queue.observe().lastOk
         self.sinceOk = None if lastOk is None else max(0.0, now - lastOk)
 
     def asJSON(self):
@@ -93,7 +93,7 @@ class MuxReading:
         self.latency = [0] * (len(LATENCY_BOUNDS) + 1)
         self.latencySum = 0.0
         for queue in queues:
-            stats = queue.stats
+            stats = queue.observe()
             for outcome in OUTCOMES:
                 self.outcomes[outcome] += getattr(stats, outcome)
             for index, count in enumerate(stats.latency):
@@ -164,6 +164,10 @@ class MuxMetrics:
         self.multiplexer = multiplexer
         self.history = deque(maxlen=size)
         self._recent = deque(maxlen=self.window + 1)
+        # Its queues count their round trips from now on (unobserved, they
+        # do not).
+        for queue in multiplexer.queues:
+            queue.observe()
 
     def read(self, now):
         return MuxReading(self.name, self.multiplexer, now)
