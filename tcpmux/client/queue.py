@@ -280,17 +280,10 @@ class RoundTripQueue:
             error = self._explain(failure, trip)
             if error is not None:
                 failure = Failure(error)
-        stats = self.stats
+        if self.stats is not None:
+            self.stats.failed(failure.value)
         if failure.check(GatewayError):
             error = failure.value
-            if stats is None:
-                pass
-            elif isinstance(error, TargetTimeout):
-                stats.timeout += 1
-            elif isinstance(error, TargetUnavailable):
-                stats.unavailable += 1
-            else:
-                stats.error += 1
             self.failures.warn(
                 (type(error), str(error)),
                 "Request from {client} failed: {error}",
@@ -300,8 +293,6 @@ class RoundTripQueue:
                 error=error,
             )
         else:
-            if stats is not None:
-                stats.error += 1
             self.log.failure(
                 "Request from {client} failed", failure, client=trip.client
             )

@@ -12,6 +12,8 @@ reading and one bisect per round trip, which a run without C{--metrics}
 does not pay.
 """
 
+from tcpmux.errors import TargetTimeout, TargetUnavailable
+
 # Upper bounds, in seconds, of the round-trip latency histogram's buckets
 # (the last bucket, over the last bound, is +Inf): 100 us to a minute, in
 # 1-2-5 steps.
@@ -50,6 +52,17 @@ class RoundTripStats:
         self.latency = [0] * (len(LATENCY_BOUNDS) + 1)
         self.latencySum = 0.0
         self.lastOk = None
+
+    def failed(self, error):
+        """
+        Count a round trip that failed with C{error}.
+        """
+        if isinstance(error, TargetTimeout):
+            self.timeout += 1
+        elif isinstance(error, TargetUnavailable):
+            self.unavailable += 1
+        else:
+            self.error += 1
 
 
 def quantile(q, counts, bounds=LATENCY_BOUNDS):
