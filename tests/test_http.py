@@ -43,6 +43,7 @@ from tcpmux.protocols.http import (
     Head,
     HTTPRequestReceiver,
     HTTPResponseReceiver,
+    PlainMessage,
     application,
     parseRequestHead,
     parseResponseHead,
@@ -2343,15 +2344,17 @@ class PlainMessageTests(SynchronousTestCase):
     def test_deliveredAsTheyCame(self):
         """
         A plain request, and its answer, that arrive whole in one read are
-        delivered as the very bytes read, and the target connection stays
-        open.
+        delivered as the bytes read, marked as L{PlainMessage}s, and the
+        target connection stays open.
         """
         request = b"GET /a HTTP/1.1\r\nHost: device\r\n\r\n"
         _, requests = feed(HTTPRequestReceiver, request)
-        self.assertIs(requests.messages[0], request)
+        self.assertEqual(requests.lasts, [request])
+        self.assertIs(type(requests.lasts[0]), PlainMessage)
         factory = RenewingFactory()
         framer, answers = feed(HTTPResponseReceiver, OK, request=request, factory=factory)
-        self.assertIs(answers.lasts[0], OK)
+        self.assertEqual(answers.lasts, [OK])
+        self.assertIs(type(answers.lasts[0]), PlainMessage)
         self.assertEqual(factory.renewed, [])
         self.assertEqual(framer.buffered(), 0)
         # The next answer, to a request that is not plain, is parsed.
@@ -2368,14 +2371,36 @@ class PlainMessageTests(SynchronousTestCase):
         for request in [POST, HEAD, GET.replace(b"1.1", b"1.0"), GET + GET]:
             _, requests = feed(HTTPRequestReceiver, request)
             self.assertEqual(b"".join(requests.messages), request)
-            self.assertIsNot(requests.messages[0], request)
+            self.assertEqual([type(m) for m in requests.lasts],
+                             [bytes] * len(requests.lasts))
         _, answers = feed(HTTPResponseReceiver, OK + OK, request=GET)
-        self.assertIsNot(answers.lasts[0], OK + OK)
+        self.assertEqual(answers.lasts, [OK, OK])
+        self.assertEqual([type(m) for m in answers.lasts], [bytes, bytes])
         # (One that answers no request is delivered whole, for the target
         # session to drop.)
         _, answers = feed(HTTPResponseReceiver, OK)
         self.assertEqual(answers.messages, [OK])
-        self.assertIsNot(answers.lasts[0], OK)
+        self.assertIs(type(answers.lasts[0]), bytes)
+        # A plain request that came in two reads is not marked, and its
+        # answer, matched instead, is.
+        _, requests = feed(HTTPRequestReceiver, GET[:5], GET[5:])
+        self.assertEqual([type(m) for m in requests.lasts], [bytes])
+        _, answers = feed(HTTPResponseReceiver, OK, request=requests.lasts[0])
+        self.assertIs(type(answers.lasts[0]), PlainMessage)
+
+    def test_markedNeedNoMatch(self):
+        """
+        What the framers marked is judged by its mark: a marked request
+        gets the plain path for its answer, and a marked request and answer
+        keep the client, as their bytes do.
+        """
+        _, requests = feed(HTTPRequestReceiver, GET)
+        [request] = requests.lasts
+        _, answers = feed(HTTPResponseReceiver, OK, request=request)
+        [answer] = answers.lasts
+        self.assertEqual((type(request), type(answer)), (PlainMessage, PlainMessage))
+        self.assertFalse(application.closesClient(request, answer))
+        self.assertFalse(closesAfter(bytes(request), bytes(answer)))
 
     def test_tooLargeHeadRefused(self):
         """
@@ -2467,14 +2492,21 @@ class PlainMessageTests(SynchronousTestCase):
         a time, which parses them.
         """
         response = b"\r\n".join([statusLine] + fields) + b"\r\n\r\n" + body
+        # The request as the client's framer delivers it (marked when it is
+        # plain), then as bytes.
+        _, requests = feed(HTTPRequestReceiver, request)
+        [framed] = requests.lasts
         results = []
-        for chunks in ([response], byteAtATime(response)):
+        for asked, chunks in (
+            (framed, [response]), (request, [response]), (request, byteAtATime(response))
+        ):
             factory = RenewingFactory()
             framer, recorder = feed(
-                HTTPResponseReceiver, *chunks, request=request, factory=factory
+                HTTPResponseReceiver, *chunks, request=asked, factory=factory
             )
             results.append(
                 (recorder.messages, recorder.parts, recorder.errors, factory.renewed,
                  framer.buffered())
             )
         self.assertEqual(results[0], results[1], response)
+        self.assertEqual(results[1], results[2], response)

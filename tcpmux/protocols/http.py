@@ -152,6 +152,19 @@ _REASONS = MappingProxyType({
 })
 
 
+class PlainMessage(bytes):
+    """
+    A whole message of the common case, as a framer read it: a request
+    that L{_PLAIN_REQUEST} matched, or a response that L{_PLAIN_RESPONSE}
+    did. The framer says so with the type, so that what comes after (the
+    response framer told of the request, L{HTTP.closesClient}) need not
+    match the same bytes again. Any other message is plain C{bytes}, and
+    judged by matching or parsing it.
+    """
+
+    __slots__ = ()
+
+
 class BadMessage(Exception):
     """
     Bytes that can never become a valid HTTP message.
@@ -771,7 +784,7 @@ class HTTPMessageReceiver(MessageFramer):
         self._stopIfClosed()
 
     def _deliverPlain(self, message):
-        self.receiver.messageReceived(message)
+        self.receiver.messageReceived(PlainMessage(message))
         self._stopIfClosed()
 
     # For subclasses.
@@ -900,7 +913,7 @@ class HTTPResponseReceiver(HTTPMessageReceiver):
     _plainRequest = Head((1, 1), ())
 
     def expectResponseTo(self, request):
-        if _PLAIN_REQUEST.match(request) is not None:
+        if type(request) is PlainMessage or _PLAIN_REQUEST.match(request) is not None:
             self._request = self._plainRequest
         else:
             self._request = parseRequestHead(request)
@@ -999,11 +1012,13 @@ class HTTP(ApplicationProtocol):
             it, the client is closed, to be safe.
         """
         if (
-            _KEEP_ALIVE_REQUEST.match(request) is not None
-            and _PLAIN_RESPONSE.match(response) is not None
+            type(request) is PlainMessage or _KEEP_ALIVE_REQUEST.match(request) is not None
+        ) and (
+            type(response) is PlainMessage or _PLAIN_RESPONSE.match(response) is not None
         ):
-            # Asked of every answer: the common case, in two matches
-            # instead of parsing two heads the framers parsed already.
+            # Asked of every answer: the common case, which the framers
+            # marked (a plain request keeps the connection open), else two
+            # matches instead of parsing two heads the framers parsed.
             return False
         return closesAfter(request, response)
 
