@@ -1,11 +1,15 @@
 """
 Tests for L{tcpmux.client.busypoll}: polling for a fast target's answer
 instead of sleeping, on a L{Clock} with a timer the test moves, and end to
-end with pymodbus peers.
+end with pymodbus peers; L{NextTurn} on the real reactor.
 """
 
+import asyncio
+
 from twisted.internet import reactor
-from twisted.internet.defer import gatherResults
+from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -18,6 +22,7 @@ from tcpmux.client.busypoll import (
     TRUST,
     WINDOW,
     BusyPoll,
+    NextTurn,
 )
 from tests.faults import FaultTarget, answer, ask, connect
 from tests.modbus import clientSession, readRequest, readResponse
@@ -254,6 +259,116 @@ class BusyPollTests(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
+class NextTurnTests(TestCase):
+    """
+    L{NextTurn} on the reactor the tests run on (epoll), and where it is not
+    used.
+    """
+
+    def setUp(self):
+        self.nextTurn = NextTurn.of(reactor)
+
+    def test_onTheReactor(self):
+        """
+        The reactor's C{timeout()} is its L{NextTurn}, one for all.
+        """
+        self.assertIsInstance(self.nextTurn, NextTurn)
+        self.assertIs(reactor.timeout, self.nextTurn)
+        self.assertIs(NextTurn.of(reactor), self.nextTurn)
+
+    def test_notWhereTheLoopDoesNotAsk(self):
+        """
+        A reactor whose loop never asks its C{timeout()} (the asyncio
+        reactor runs asyncio's loop) and a L{Clock} get none: their polls
+        are timed calls.
+        """
+        self.assertIsNone(NextTurn.of(Clock()))
+        loop = asyncio.new_event_loop()
+        self.addCleanup(loop.close)
+        other = AsyncioSelectorReactor(loop)
+        self.addCleanup(other.removeAll)
+        self.assertIsNone(NextTurn.of(other))
+        self.assertNotIsInstance(vars(other).get("timeout"), NextTurn)
+        clock = Clock()
+        poll = BusyPoll(clock, 0.0001)
+        poll.requestSent()
+        self.assertEqual([call.func for call in clock.getDelayedCalls()], [poll._poll])
+
+    async def test_calledAtTheNextTurn(self):
+        """
+        What is due is called at the next turn, not at once, and no timed
+        call is made for it.
+        """
+        timedCalls = len(reactor.getDelayedCalls())
+        called = Deferred()
+        self.nextTurn.call(lambda: called.callback("called"))
+        self.assertFalse(called.called)
+        self.assertEqual(len(reactor.getDelayedCalls()), timedCalls)
+        self.assertEqual(await called, "called")
+
+    def test_noSleepWhileDue(self):
+        """
+        The reactor may not sleep while something asked for the next turn
+        again; once nothing did, it sleeps as long as its timed calls allow.
+        """
+        calls = []
+
+        def again():
+            calls.append(len(calls))
+            if len(calls) < 2:
+                self.nextTurn.call(again)
+
+        timed = reactor.callLater(5, lambda: None)
+        self.addCleanup(timed.cancel)
+        self.nextTurn.call(again)
+        self.assertEqual(reactor.timeout(), 0)
+        self.assertEqual(calls, [0])
+        sleep = reactor.timeout()
+        self.assertEqual(calls, [0, 1])
+        self.assertGreater(sleep, 0)
+        self.assertLessEqual(sleep, 5)
+        self.assertEqual(self.nextTurn.due, [])
+
+    def test_stoppedFromACall(self):
+        """
+        A call that stops the reactor does not leave it asleep before its
+        shutdown (which the reactor runs with its timed calls).
+        """
+        other = EPollReactor()
+        safety = []
+        other.callWhenRunning(lambda: NextTurn.of(other).call(other.stop))
+        other.callLater(30, lambda: (safety.append("stopped"), other.stop()))
+        other.run(installSignalHandlers=False)
+        self.assertEqual(safety, [])
+
+    def test_errorLogged(self):
+        """
+        An error in one call is logged, and the others are made.
+        """
+        calls = []
+        self.nextTurn.call(lambda: 1 / 0)
+        self.nextTurn.call(lambda: calls.append("after"))
+        reactor.timeout()
+        self.assertEqual(calls, ["after"])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_discard(self):
+        """
+        A call discarded is not made.
+        """
+        calls = []
+
+        def discarded():
+            calls.append("discarded")
+
+        self.nextTurn.call(discarded)
+        self.nextTurn.call(lambda: calls.append("kept"))
+        self.nextTurn.call(discarded)
+        self.nextTurn.discard(discarded)
+        reactor.timeout()
+        self.assertEqual(calls, ["kept"])
+
+
 class OptionTests(SynchronousTestCase):
     def test_defaultOn(self):
         """
@@ -322,6 +437,36 @@ class EndToEndTests(TestCase):
         self.assertLess(poll.lastAnswer, 0.005)
         await deferLater(reactor, 0.01)
         self.assertIsNone(poll._call)
+
+    async def test_polledAtTheReactorsTurns(self):
+        """
+        On the real reactor, polling for an answer is done by its
+        L{NextTurn}: while the target reads the request, the poll is due at
+        the next turn and no timed call is pending for it; once the answer
+        came and the budget is spent, nothing is due.
+        """
+        seen = []
+
+        def looking(connection, request):
+            seen.append(
+                (
+                    poll._poll in NextTurn.of(reactor).due,
+                    [call for call in reactor.getDelayedCalls() if call.func == poll._poll],
+                )
+            )
+            connection.answer(request)
+
+        target = FaultTarget("modbus", looking)
+        port, multiplexer = await startMultiplexer(
+            self, "modbus", target.listen(self), "--busy-poll", "20ms"
+        )
+        poll = multiplexer.queue.busyPoll
+        self.assertIs(poll._nextTurn, NextTurn.of(reactor))
+        client = await connect(self, port)
+        self.assertEqual(await ask(client, readRequest(1, 10)), readResponse(1, 10))
+        self.assertEqual(seen, [(True, [])])
+        await until(lambda: poll._call is None)
+        self.assertNotIn(poll._poll, NextTurn.of(reactor).due)
 
     async def test_slowTargetNotPolled(self):
         """
