@@ -3,13 +3,15 @@
 What one polled reactor turn costs, with nothing else to do: kept turning
 by a C{callLater(0)} set again at every turn, and by
 L{tcpmux.client.busypoll.NextTurn}, each on a fresh epoll reactor in this
-process (one after the other, the order alternating over the rounds).
+process (one after the other, the order alternating over the rounds); and
+the bytecodes and Python calls of such a turn, counted.
 
     python benchmarks/turn.py [--turns N] [--rounds N]
 """
 
 import argparse
 import statistics
+import sys
 import time
 from functools import partial
 
@@ -46,6 +48,36 @@ WAYS = {
 }
 
 
+def countTurn(way, turns=100):
+    """
+    Bytecodes and Python calls per polled turn, C{sys.settrace} counting
+    every opcode: the turn's own work (its timed calls run, its C{timeout()}
+    asked) and the poll's asking for the next, on a reactor not running.
+    """
+    reactor = EPollReactor()
+    keepTurning = way(reactor)
+    counts = {"opcode": 0, "call": 0}
+
+    def poll():
+        keepTurning(poll)
+
+    def tracer(frame, event, arg):
+        frame.f_trace_opcodes = True
+        if event in counts:
+            counts[event] += 1
+        return tracer
+
+    keepTurning(poll)
+    sys.settrace(tracer)
+    try:
+        for _ in range(turns):
+            reactor.runUntilCurrent()
+            reactor.timeout()
+    finally:
+        sys.settrace(None)
+    return counts["opcode"] / turns, counts["call"] / turns
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--turns", type=int, default=200_000)
@@ -57,10 +89,14 @@ def main():
         for name in names:
             times[name].append(perTurn(options.turns, WAYS[name]))
     base = statistics.median(times["callLater(0)"])
-    print(f"us per polled turn with nothing to do (median of {options.rounds})")
+    print(f"per polled turn with nothing to do (us: median of {options.rounds})")
     for name, seen in times.items():
         median = statistics.median(seen)
-        print(f"  {name:<14} {median:6.2f} us  {median / base:5.2f}x")
+        bytecodes, calls = countTurn(WAYS[name])
+        print(
+            f"  {name:<14} {median:6.2f} us  {median / base:5.2f}x"
+            f"  {bytecodes:5.0f} bytecodes  {calls:4.1f} calls"
+        )
 
 
 if __name__ == "__main__":
