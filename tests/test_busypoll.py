@@ -335,6 +335,9 @@ class NextTurnTests(TestCase):
         shutdown (which the reactor runs with its timed calls).
         """
         other = EPollReactor()
+        # (A reactor of its own, never run again: close its descriptors.)
+        self.addCleanup(other._poller.close)
+        self.addCleanup(other.waker.connectionLost, None)
         safety = []
         other.callWhenRunning(lambda: NextTurn.of(other).call(other.stop))
         other.callLater(30, lambda: (safety.append("stopped"), other.stop()))

@@ -89,7 +89,8 @@ class NextTurn:
     asked for the next turn again, else whatever the reactor's own
     C{timeout()} answers. A timed call for every turn would cost the
     reactor an object made, a heap push and pop, and two extra clock
-    reads: twice as long as the rest of a turn that finds nothing to do.
+    reads: more than the rest of a turn that finds nothing to do
+    (C{benchmarks/turn.py}: 2.3 us a turn with one, 1.0 with this).
 
     @ivar due: what to call at the next turn.
     """
