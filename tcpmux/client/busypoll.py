@@ -183,7 +183,6 @@ class BusyPoll:
             time whatever C{clock} says (a L{twisted.internet.task.Clock}
             in tests does not move by itself).
         """
-        self.clock = clock
         self.budget = budget
         self.timer = timer
         # How a poll is set for the next turn: the reactor's NextTurn where
@@ -197,6 +196,7 @@ class BusyPoll:
         self._sentAt = 0.0
         self._answerUntil = 0.0
         self._requestUntil = 0.0
+        # The poll set for the next turn (what _schedule returned), if any.
         self._call = None
         self._tooSlow = 0
         # The judgement: polled turns, those that had work to do and sleeps
