@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_work -*-
 """
-C{benchmarks/work.py}, the count of the Python work of a round trip: what
-the README's figures rest on.
+C{benchmarks/work.py}, the count of the Python work of a round trip, and
+C{benchmarks/turn.py}, what a polled reactor turn costs: what the README's
+figures rest on.
 """
 
 import importlib.util
@@ -9,14 +10,20 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-WORK = Path(__file__).resolve().parent.parent / "benchmarks" / "work.py"
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-def loadWork():
-    spec = importlib.util.spec_from_file_location("tcpmux_benchmark_work", WORK)
+def loadBenchmark(name):
+    spec = importlib.util.spec_from_file_location(
+        f"tcpmux_benchmark_{name}", BENCHMARKS / f"{name}.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def loadWork():
+    return loadBenchmark("work")
 
 
 class WorkCountTests(SynchronousTestCase):
@@ -83,3 +90,32 @@ class WorkCountTests(SynchronousTestCase):
         for _ in range(3 * self.work.CLIENTS):
             rig.roundTrip()
         self.assertEqual(rig.step, 3 * self.work.CLIENTS)
+
+
+class TurnTests(SynchronousTestCase):
+    """
+    C{benchmarks/turn.py}: both ways of keeping a reactor turning run the
+    turns asked for, and are counted alike on every run.
+    """
+
+    def setUp(self):
+        self.turn = loadBenchmark("turn")
+
+    def test_bothWaysTurn(self):
+        """
+        Each way keeps a fresh reactor turning until the last poll stops
+        it, and the figure is per turn.
+        """
+        for way in self.turn.WAYS.values():
+            self.assertGreater(self.turn.perTurn(100, way), 0)
+
+    def test_countedTheSameEveryRun(self):
+        """
+        The count of a turn is the same on every run, and a turn kept by
+        L{NextTurn} does less Python work than one kept by a timed call.
+        """
+        timed = self.turn.countTurn(self.turn.WAYS["callLater(0)"])
+        nextTurn = self.turn.countTurn(self.turn.WAYS["NextTurn"])
+        self.assertEqual(self.turn.countTurn(self.turn.WAYS["NextTurn"]), nextTurn)
+        self.assertLess(nextTurn[0], timed[0])
+        self.assertLess(nextTurn[1], timed[1])
